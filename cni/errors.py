@@ -25,6 +25,7 @@ NETLINK_FAILURE = 101
 CHECK_FAILED = 102
 STORE_CORRUPT = 103
 MASQ_FAILURE = 104
+DUPLICATE_ALLOCATION = 105
 INTERNAL = 999
 
 
@@ -104,3 +105,7 @@ class StoreCorrupt(CNIError):
 
 class MasqFailure(CNIError):
     code = MASQ_FAILURE
+
+
+class DuplicateAllocation(CNIError):
+    code = DUPLICATE_ALLOCATION
