@@ -1,0 +1,299 @@
+"""The command handlers: load → plan → apply → print.
+
+Every side effect registers its undo on an ``ExitStack`` right after it happens; on
+success the stack is dropped (``pop_all``), on any failure it unwinds, so a failed ADD
+leaves no veth, no reservation and no rule. One ``FileLock`` per command, held for the
+whole command, makes ADD/DEL/CHECK/GC of one network mutually exclusive on the node (a
+concurrent ADD and DEL of the same container end fully there or fully gone).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from typing import Any
+
+from cni import bridge, masq, sysctl
+from cni.config import NetConf, parse_netconf, subnet_file_path
+from cni.dispatch import Request
+from cni.errors import (
+    CheckFailed,
+    CNIError,
+    InvalidConfig,
+    IOFailure,
+    NotAvailable,
+    TryAgainLater,
+)
+from cni.netlink import Netlink
+from cni.netns import NetnsGone, entered, open_netns
+from cni.plan import Allocated, build_result, host_veth_name, plan_add
+from ipam.allocator import Allocator, Reservation
+from ipam.lock import FileLock
+from ipam.store import DiskStore
+from ipam.subnetfile import SubnetFile, parse_subnet_file
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+# ---- loading ----------------------------------------------------------------------------
+def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
+    try:
+        with open(path, encoding="utf-8", errors="strict") as f:
+            text = f.read()
+    except FileNotFoundError:
+        if required:
+            raise TryAgainLater(
+                "flannel has not written the subnet file yet", f"{path} does not exist"
+            ) from None
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        if required:
+            raise IOFailure("cannot read the subnet file", f"{path}: {e}") from None
+        return None
+    try:
+        return parse_subnet_file(text, path)
+    except InvalidConfig:
+        if required:
+            raise
+        return None
+
+
+def load_conf(req: Request, *, need_subnet: bool) -> NetConf:
+    path = subnet_file_path(req.conf)
+    subnet = read_subnet_file(path, need_subnet) if path else None
+    conf = parse_netconf(req.conf, subnet)
+    req.log.configure(conf.log_file, conf.log_level)
+    return conf
+
+
+def boot_id() -> str:
+    with open(BOOT_ID_PATH, encoding="ascii") as f:
+        return f.read().strip()
+
+
+def open_pod_netlink(fd: int, path: str) -> Netlink:
+    with entered(fd, path):
+        return Netlink.open()
+
+
+# ---- teardown shared by DEL, GC and reclaim -------------------------------------------
+def teardown(
+    store: DiskStore, conf: NetConf, container_id: str, ifname: str, netns: str, host: Netlink | None
+) -> None:
+    """Remove one attachment: host veth (which takes the pod end with it), masquerade rule,
+    reservation(s), record. Best effort for what is already gone; raises only when
+    something that is there could not be removed."""
+    record = store.get_attachment(container_id, ifname)
+    reserved = store.get_by_id(container_id, ifname)
+    if record is None and not reserved:
+        return
+    nl = host or Netlink.open()
+    try:
+        name = str(record.get("hostVeth") or "") if record else host_veth_name(container_id, ifname)
+        bridge.delete_link(nl, name or host_veth_name(container_id, ifname))
+        if record is None and netns:  # a reservation host-local made: find the pod end
+            _delete_in_netns(netns, ifname)
+    finally:
+        if host is None:
+            nl.close()
+    masq_versions = {ip.version for ip in reserved} if (record or {}).get("ipMasq", conf.ip_masq) else set()
+    if masq_versions:
+        masq.teardown(conf.name, container_id, masq_versions)
+    store.release_by_id(container_id, ifname)
+    store.delete_attachment(container_id, ifname)
+
+
+def _delete_in_netns(netns: str, ifname: str) -> None:
+    try:
+        fd = open_netns(netns)
+    except NetnsGone:
+        return
+    try:
+        with open_pod_netlink(fd, netns) as pod:
+            bridge.delete_link(pod, ifname)
+    finally:
+        os.close(fd)
+
+
+def _stale(store: DiskStore, conf: NetConf, current_boot: str, r: Reservation) -> bool:
+    """A reservation from an earlier boot whose netns is gone: its pod cannot exist."""
+    record = store.get_attachment(r.container_id, r.ifname)
+    if record is None or record.get("bootID") in (None, current_boot):
+        return False
+    netns = str(record.get("netns") or "")
+    if netns and os.path.exists(netns):
+        return False
+    teardown(store, conf, r.container_id, r.ifname, "", None)
+    return True
+
+
+# ---- ADD --------------------------------------------------------------------------------
+def cmd_add(req: Request) -> dict[str, Any]:
+    env, conf = req.env, load_conf(req, need_subnet=True)
+    if not conf.ipam.range_sets:
+        raise InvalidConfig("invalid network configuration: ipam", "no IP ranges configured")
+    store = DiskStore(conf.ipam.data_dir, conf.name)
+    with ExitStack() as held, ExitStack() as undo:
+        pod_fd = open_netns(env.netns)
+        held.callback(os.close, pod_fd)
+        held.enter_context(FileLock(store.lock_path, conf.lock_timeout))
+        host = held.enter_context(Netlink.open())
+        pod = held.enter_context(open_pod_netlink(pod_fd, env.netns))
+        current_boot = boot_id()
+        for ip in store.get_by_id(env.container_id, env.ifname):  # a leftover from before a reboot?
+            _stale(store, conf, current_boot, Reservation(ip, env.container_id, env.ifname))
+        allocs = _allocate(store, conf, env.container_id, env.ifname, current_boot, undo)
+        plan = plan_add(conf, env.container_id, env.ifname, allocs)
+        store.put_attachment(env.container_id, env.ifname, {
+            "hostVeth": plan.host_veth, "netns": env.netns, "bootID": current_boot,
+            "ipMasq": plan.ip_masq, "bridge": plan.bridge,
+            "ips": [str(a.address) for a in allocs],
+        })
+        undo.callback(store.delete_attachment, env.container_id, env.ifname)
+        req.checkpoint("reserved")
+        br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
+        bridge.ensure_bridge_addresses(host, br, plan.bridge_addresses, plan.force_address)
+        veth = bridge.create_veth(host, pod, plan, pod_fd, br)
+        undo.callback(bridge.delete_link, host, plan.host_veth)
+        req.checkpoint("veth")
+        with entered(pod_fd, env.netns):
+            _pod_sysctls(plan.ifname, {a.address.version for a in allocs})
+        pod_link = bridge.configure_pod(pod, plan)
+        req.checkpoint("configured")
+        if conf.is_gateway:
+            _forwarding({a.address.version for a in allocs})
+        if plan.ip_masq:
+            undo.callback(masq.teardown, conf.name, env.container_id, {a.address.version for a in allocs})
+            for a in allocs:
+                masq.setup(conf.name, env.container_id, a.address)
+        req.checkpoint("masq")
+        br = host.link_get(plan.bridge) or br
+        result = build_result(plan, br.mac, veth.mac, pod_link.mac, env.netns, conf.dns)
+        undo.pop_all()
+    req.log.info(f"ADD {env.container_id}/{env.ifname}: {', '.join(str(a.address) for a in allocs)}")
+    return result.to_dict(conf.cni_version)
+
+
+def _allocate(
+    store: DiskStore, conf: NetConf, cid: str, ifname: str, current_boot: str, undo: ExitStack
+) -> list[Allocated]:
+    allocs = []
+    undo.callback(store.release_by_id, cid, ifname)
+    for i, rs in enumerate(conf.ipam.range_sets):
+        got = Allocator(rs, store, str(i)).get(
+            cid, ifname, reclaim=lambda r: _stale(store, conf, current_boot, r)
+        )
+        allocs.append(Allocated(got.address, got.gateway))
+    return allocs
+
+
+def _pod_sysctls(ifname: str, versions: set[int]) -> None:
+    """Inside the pod netns: announce the new address on link-up (arp_notify) and skip
+    IPv6 duplicate address detection, whose address is unique by allocation."""
+    if 4 in versions:
+        sysctl.write(f"net/ipv4/conf/{ifname}/arp_notify", "1")
+    if 6 in versions:
+        sysctl.write(f"net/ipv6/conf/{ifname}/accept_dad", "0")
+
+
+def _forwarding(versions: set[int]) -> None:
+    if 4 in versions:
+        sysctl.ensure("net/ipv4/ip_forward", "1")
+    if 6 in versions:
+        sysctl.ensure("net/ipv6/conf/all/forwarding", "1")
+
+
+# ---- DEL --------------------------------------------------------------------------------
+def cmd_del(req: Request) -> None:
+    env, conf = req.env, load_conf(req, need_subnet=False)
+    store = DiskStore(conf.ipam.data_dir, conf.name)
+    if not store.exists():
+        # Nothing was ever recorded here (or the operator wiped the store): clean what the
+        # deterministic names can still find.
+        with Netlink.open() as host:
+            bridge.delete_link(host, host_veth_name(env.container_id, env.ifname))
+        if env.netns:
+            _delete_in_netns(env.netns, env.ifname)
+        return None
+    with FileLock(store.lock_path, conf.lock_timeout):
+        teardown(store, conf, env.container_id, env.ifname, env.netns, None)
+    req.log.info(f"DEL {env.container_id}/{env.ifname}")
+    return None
+
+
+# ---- CHECK ------------------------------------------------------------------------------
+def cmd_check(req: Request) -> None:
+    env, conf = req.env, load_conf(req, need_subnet=True)
+    prev = conf.prev_result
+    if prev is None:
+        raise InvalidConfig("invalid network configuration: prevResult", "CHECK requires prevResult")
+    store = DiskStore(conf.ipam.data_dir, conf.name)
+    pod_fd = open_netns(env.netns)
+    try:
+        with FileLock(store.lock_path, conf.lock_timeout):
+            reserved = set(store.get_by_id(env.container_id, env.ifname))
+            for ip in prev.ips:
+                if ip.address.ip not in reserved:
+                    raise CheckFailed(f"address {ip.address.ip} is not reserved for {env.container_id}/{env.ifname}")
+            with Netlink.open() as host, open_pod_netlink(pod_fd, env.netns) as pod:
+                bridge.check_attachment(
+                    host, pod, prev, conf.bridge, env.ifname, env.netns, conf.hairpin_mode, conf.mtu
+                )
+            if conf.ip_masq:
+                for version in {ip.address.version for ip in prev.ips}:
+                    if not masq.present(conf.name, env.container_id, version):
+                        raise CheckFailed(f"masquerade rule for {env.container_id} (IPv{version}) not found")
+    finally:
+        os.close(pod_fd)
+    return None
+
+
+# ---- STATUS -----------------------------------------------------------------------------
+def cmd_status(req: Request) -> None:
+    try:
+        conf = load_conf(req, need_subnet=True)
+    except (TryAgainLater, IOFailure, InvalidConfig) as e:
+        raise NotAvailable(f"cannot add pods: {e.msg}", e.details) from None
+    if not conf.ipam.range_sets:
+        raise NotAvailable("cannot add pods: no IP ranges configured")
+    store = DiskStore(conf.ipam.data_dir, conf.name)
+    if not store.exists():
+        return None
+    taken = [r.ip for r in store.reservations()]
+    for rs in conf.ipam.range_sets:
+        used = sum(1 for ip in taken if rs.contains(ip) is not None)
+        if used >= rs.capacity:
+            raise NotAvailable(
+                f"cannot add pods: no IP addresses available in range set {rs.describe()}",
+                f"{used} of {rs.capacity} addresses reserved in {conf.ipam.data_dir}/{conf.name}; "
+                "delete pods or run GC",
+            )
+    return None
+
+
+# ---- GC ---------------------------------------------------------------------------------
+def cmd_gc(req: Request) -> None:
+    conf = load_conf(req, need_subnet=False)
+    if conf.valid_attachments is None:
+        return None
+    valid = set(conf.valid_attachments)
+    store = DiskStore(conf.ipam.data_dir, conf.name)
+    if not store.exists():
+        return None
+    with FileLock(store.lock_path, conf.lock_timeout), Netlink.open() as host:
+        owners = {(r.container_id, r.ifname) for r in store.reservations()}
+        owners |= {(str(a["containerID"]), str(a["ifname"])) for a in store.attachments()}
+        errors: list[str] = []
+        for cid, ifname in sorted(owners - valid):
+            try:
+                netns = str((store.get_attachment(cid, ifname) or {}).get("netns") or "")
+                teardown(store, conf, cid, ifname, netns, host)
+                req.log.info(f"GC released {cid}/{ifname}")
+            except CNIError as e:
+                errors.append(f"{cid}/{ifname}: {e}")
+        if errors:
+            raise CNIError("GC could not release every stale attachment", "; ".join(errors), code=5)
+    return None
+
+
+HANDLERS = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc}

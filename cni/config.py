@@ -1,0 +1,306 @@
+"""Network configuration → ``NetConf``. Pure: bytes and an already-parsed subnet file in.
+
+Two shapes are accepted:
+
+1. **flannel** (what k3s writes): ``subnetFile`` and/or ``delegate`` present. The bridge
+   options are derived from the subnet file exactly as flannel's CNI plugin builds its
+   delegate's config (``mtu`` = FLANNEL_MTU, ``ipMasq`` = not FLANNEL_IPMASQ, ``isGateway``
+   true, ranges from FLANNEL_SUBNET / FLANNEL_IPV6_SUBNET, a route to every
+   FLANNEL_NETWORK), then the ``delegate`` keys override them. A top-level ``ipam`` section
+   may set ``dataDir`` and extra ``routes``.
+2. **bridge** (the reference bridge plugin's): top-level bridge options and a host-local
+   ``ipam`` section (``ranges`` or the legacy ``subnet``/``rangeStart``/``rangeEnd``/
+   ``gateway``, ``routes``, ``dataDir``).
+
+Unknown keys are ignored (runtimes inject ``runtimeConfig``, ``prevResult``,
+``capabilities``...); a wrong type or a contradiction is ``InvalidConfig`` naming the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cni.errors import DecodeFailure, InvalidConfig
+from cni.spec import check_version, interface_name_problem, is_valid_id
+from cni.types import DNS, IPNetwork, Result, Route, result_from_dict
+from ipam.ranges import Range, RangeSet
+from ipam.subnetfile import SubnetFile
+
+DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
+DEFAULT_DATA_DIR = "/var/lib/cni/networks"
+DEFAULT_BRIDGE = "cni0"
+DEFAULT_LOCK_TIMEOUT = 60.0
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class IPAMConf:
+    data_dir: str
+    range_sets: tuple[RangeSet, ...]
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True)
+class NetConf:
+    cni_version: str
+    name: str
+    type: str
+    bridge: str
+    is_gateway: bool
+    is_default_gateway: bool
+    force_address: bool
+    ip_masq: bool
+    mtu: int | None
+    hairpin_mode: bool
+    promisc_mode: bool
+    ipam: IPAMConf
+    dns: DNS
+    subnet_file: str | None  # set for the flannel shape
+    prev_result: Result | None
+    valid_attachments: tuple[tuple[str, str], ...] | None
+    log_file: str | None
+    log_level: str
+    lock_timeout: float
+
+
+def decode(raw: bytes) -> dict[str, Any]:
+    """stdin → JSON object (code 6 on anything that is not a JSON object)."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DecodeFailure("error parsing network configuration", str(e)) from None
+    if not isinstance(obj, dict):
+        raise DecodeFailure("error parsing network configuration", "expected a JSON object")
+    return obj
+
+
+def is_flannel_shape(obj: dict[str, Any]) -> bool:
+    return "subnetFile" in obj or "delegate" in obj
+
+
+def subnet_file_path(obj: dict[str, Any]) -> str | None:
+    """Where the flannel shape reads its subnet file (None for the bridge shape)."""
+    if not is_flannel_shape(obj):
+        return None
+    return _get(obj, "subnetFile", str, "") or DEFAULT_SUBNET_FILE
+
+
+# ---- typed getters: every type error names its field ----------------------------------
+_TYPE_NAMES = {bool: "boolean", str: "string", int: "integer", dict: "object", list: "array"}
+
+
+def _get(obj: dict[str, Any], key: str, kind: type, default: Any, where: str = "") -> Any:
+    v = obj.get(key)
+    if v is None:
+        return default
+    ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
+    if kind is float:
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+    if not ok:
+        field = f"{where}{key}"
+        want = _TYPE_NAMES.get(kind, kind.__name__)
+        raise InvalidConfig(f"invalid network configuration: {field}", f"expected {want}, got {v!r}")
+    return v
+
+
+def _ip(value: Any, field: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError:
+        raise InvalidConfig(f"invalid network configuration: {field}", f"{value!r} is not an IP address") from None
+
+
+def _net(value: Any, field: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise InvalidConfig(f"invalid network configuration: {field}", f"{value!r} is not a CIDR") from None
+
+
+def _range(spec: dict[str, Any], field: str) -> Range:
+    if not isinstance(spec, dict):
+        raise InvalidConfig(f"invalid network configuration: {field}", "expected object")
+    subnet_s = _get(spec, "subnet", str, None, f"{field}.")
+    if subnet_s is None:
+        raise InvalidConfig(f"invalid network configuration: {field}.subnet", "missing")
+    try:
+        subnet = ipaddress.ip_network(subnet_s, strict=True)
+    except ValueError as e:
+        raise InvalidConfig(f"invalid network configuration: {field}.subnet", str(e)) from None
+    opt = {}
+    for key in ("rangeStart", "rangeEnd", "gateway"):
+        v = _get(spec, key, str, None, f"{field}.")
+        opt[key] = _ip(v, f"{field}.{key}") if v else None
+    return Range.canonicalize(subnet, opt["rangeStart"], opt["rangeEnd"], opt["gateway"])
+
+
+def _routes(value: Any, field: str) -> list[Route]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidConfig(f"invalid network configuration: {field}", "expected array")
+    out = []
+    for i, r in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(r, dict) or "dst" not in r:
+            raise InvalidConfig(f"invalid network configuration: {where}", "expected {dst, gw}")
+        dst = _net(_get(r, "dst", str, None, f"{where}."), f"{where}.dst")
+        gw_s = _get(r, "gw", str, None, f"{where}.")
+        gw = _ip(gw_s, f"{where}.gw") if gw_s else None
+        if gw is not None and gw.version != dst.version:
+            raise InvalidConfig(f"invalid network configuration: {where}", "gw and dst differ in family")
+        out.append(Route(dst, gw))
+    return out
+
+
+def _ipam(ipam: dict[str, Any], ranges: list[list[Range]], extra_routes: list[Route]) -> IPAMConf:
+    ipam_type = _get(ipam, "type", str, "host-local", "ipam.")
+    if ipam_type != "host-local":
+        raise InvalidConfig(
+            "invalid network configuration: ipam.type",
+            f"{ipam_type!r}: weft implements host-local IPAM only",
+        )
+    data_dir = _get(ipam, "dataDir", str, DEFAULT_DATA_DIR, "ipam.")
+    if not data_dir.startswith("/") or "\0" in data_dir:
+        raise InvalidConfig("invalid network configuration: ipam.dataDir", "must be an absolute path")
+    sets = []
+    for i, rs in enumerate(ranges):
+        try:
+            sets.append(RangeSet(tuple(rs)))
+        except InvalidConfig as e:
+            raise InvalidConfig(f"invalid network configuration: ipam.ranges[{i}]", str(e)) from None
+    for i, a in enumerate(sets):
+        for b in sets[i + 1 :]:
+            if any(x.overlaps(y) for x in a.ranges for y in b.ranges):
+                raise InvalidConfig("invalid network configuration: ipam.ranges", "range sets overlap")
+    routes = _routes(ipam.get("routes"), "ipam.routes") + extra_routes
+    return IPAMConf(data_dir, tuple(sets), tuple(routes))
+
+
+def _host_local_ranges(ipam: dict[str, Any]) -> list[list[Range]]:
+    raw = ipam.get("ranges")
+    if raw is not None:
+        if not isinstance(raw, list) or not all(isinstance(rs, list) and rs for rs in raw):
+            raise InvalidConfig("invalid network configuration: ipam.ranges", "expected [[{subnet}]]")
+        return [[_range(r, f"ipam.ranges[{i}][{j}]") for j, r in enumerate(rs)] for i, rs in enumerate(raw)]
+    if ipam.get("subnet") is not None:  # host-local's legacy single-range form
+        return [[_range(ipam, "ipam")]]
+    return []
+
+
+def _from_subnet_file(sf: SubnetFile) -> tuple[list[list[Range]], list[Route]]:
+    ranges: list[list[Range]] = []
+    for sub in (sf.subnet, sf.ipv6_subnet):
+        if sub is not None:
+            ranges.append([Range.canonicalize(sub.network, None, None, None)])
+    routes = [Route(n) for n in sf.networks]
+    return ranges, routes
+
+
+def _dns(value: Any) -> DNS:
+    if value is None:
+        return DNS()
+    if not isinstance(value, dict):
+        raise InvalidConfig("invalid network configuration: dns", "expected object")
+
+    def strs(key: str) -> tuple[str, ...]:
+        v = _get(value, key, list, [], "dns.")
+        if not all(isinstance(x, str) for x in v):
+            raise InvalidConfig(f"invalid network configuration: dns.{key}", "expected strings")
+        return tuple(v)
+
+    return DNS(strs("nameservers"), _get(value, "domain", str, "", "dns."), strs("search"), strs("options"))
+
+
+def _valid_attachments(obj: dict[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    raw = obj.get("cni.dev/valid-attachments")
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise InvalidConfig("invalid network configuration: cni.dev/valid-attachments", "expected array")
+    out = []
+    for i, a in enumerate(raw):
+        if not isinstance(a, dict):
+            raise InvalidConfig(f"invalid network configuration: cni.dev/valid-attachments[{i}]", "expected object")
+        cid = _get(a, "containerID", str, "", f"cni.dev/valid-attachments[{i}].")
+        ifname = _get(a, "ifname", str, "", f"cni.dev/valid-attachments[{i}].")
+        out.append((cid, ifname))
+    return tuple(out)
+
+
+def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
+    """Build the NetConf. For the flannel shape ``subnet`` is the parsed subnet file, or None
+    when it could not be read (DEL/GC still work then; ADD refuses earlier)."""
+    version = check_version(obj.get("cniVersion"))
+    name = _get(obj, "name", str, "")
+    if not is_valid_id(name):
+        raise InvalidConfig("invalid network configuration: name", f"{name!r} must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")
+    ptype = _get(obj, "type", str, "weft")
+    ipam_obj = _get(obj, "ipam", dict, {})
+    flannel = is_flannel_shape(obj)
+    if flannel:
+        opts: dict[str, Any] = {"isGateway": True}
+        ranges: list[list[Range]] = []
+        routes: list[Route] = []
+        if subnet is not None:
+            if subnet.mtu is not None:
+                opts["mtu"] = subnet.mtu
+            opts["ipMasq"] = not subnet.ipmasq if subnet.ipmasq is not None else True
+            ranges, routes = _from_subnet_file(subnet)
+        opts.update(_get(obj, "delegate", dict, {}))
+        where = "delegate."
+    else:
+        opts = obj
+        ranges = _host_local_ranges(ipam_obj)
+        routes = []
+        where = ""
+    bridge = _get(opts, "bridge", str, DEFAULT_BRIDGE, where)
+    problem = interface_name_problem(bridge)
+    if problem:
+        raise InvalidConfig(f"invalid network configuration: {where}bridge", problem)
+    is_default_gw = _get(opts, "isDefaultGateway", bool, False, where)
+    hairpin = _get(opts, "hairpinMode", bool, False, where)
+    promisc = _get(opts, "promiscMode", bool, False, where)
+    if hairpin and promisc:
+        raise InvalidConfig(
+            f"invalid network configuration: {where}hairpinMode",
+            "cannot set hairpin mode and promiscuous mode at the same time",
+        )
+    mtu = _get(opts, "mtu", int, None, where)
+    if mtu is not None and not 68 <= mtu <= 65535:
+        raise InvalidConfig(f"invalid network configuration: {where}mtu", f"{mtu} is not in 68..65535")
+    if mtu == 0:
+        mtu = None
+    ipam = _ipam(ipam_obj, ranges, routes)
+    prev = obj.get("prevResult")
+    log_level = _get(obj, "logLevel", str, "info")
+    if log_level not in LOG_LEVELS:
+        raise InvalidConfig("invalid network configuration: logLevel", f"{log_level!r} not in {LOG_LEVELS}")
+    lock_timeout = float(_get(obj, "lockTimeout", float, DEFAULT_LOCK_TIMEOUT))
+    if lock_timeout <= 0:
+        raise InvalidConfig("invalid network configuration: lockTimeout", "must be positive")
+    return NetConf(
+        cni_version=version,
+        name=name,
+        type=ptype,
+        bridge=bridge,
+        # isDefaultGateway implies isGateway, as in the reference bridge plugin
+        is_gateway=_get(opts, "isGateway", bool, False, where) or is_default_gw,
+        is_default_gateway=is_default_gw,
+        force_address=_get(opts, "forceAddress", bool, False, where),
+        ip_masq=_get(opts, "ipMasq", bool, False, where),
+        mtu=mtu,
+        hairpin_mode=hairpin,
+        promisc_mode=promisc,
+        ipam=ipam,
+        dns=_dns(opts.get("dns") if flannel else obj.get("dns")),
+        subnet_file=subnet_file_path(obj) if flannel else None,
+        prev_result=result_from_dict(prev) if prev is not None else None,
+        valid_attachments=_valid_attachments(obj),
+        log_file=_get(obj, "logFile", str, None),
+        log_level=log_level,
+        lock_timeout=lock_timeout,
+    )

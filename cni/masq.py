@@ -1,0 +1,92 @@
+"""Per-container IP masquerade (``ipMasq``) with iptables. Boundary module.
+
+Like the reference's ``ip.SetupIPMasq``: a chain per container in the nat table that
+accepts traffic to the pod's own subnet and masquerades the rest (but multicast), and a
+POSTROUTING jump for the pod's address. Every rule carries the comment
+``name: <network> id: <containerID>``. The whole change is one ``iptables-restore
+--noflush`` transaction; teardown reads ``iptables-save`` and deletes only what is there,
+so DEL is idempotent.
+
+A frozen (PyInstaller) weft must give iptables the caller's library path, not its own:
+``tool_env`` restores ``LD_LIBRARY_PATH`` from ``LD_LIBRARY_PATH_ORIG``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+
+from cni.errors import MasqFailure
+from cni.plan import masq_chain, masq_comment
+from cni.types import IPInterface
+
+MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
+
+
+def tool_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if environ is None else environ)
+    if "LD_LIBRARY_PATH_ORIG" in env:
+        env["LD_LIBRARY_PATH"] = env.pop("LD_LIBRARY_PATH_ORIG")
+    elif getattr(__import__("sys"), "frozen", False):
+        env.pop("LD_LIBRARY_PATH", None)
+    return env
+
+
+def _run(argv: list[str], stdin: str = "") -> str:
+    try:
+        proc = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, env=tool_env(), timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise MasqFailure(f"cannot run {argv[0]}", str(e)) from None
+    if proc.returncode != 0:
+        raise MasqFailure(f"{' '.join(argv)} failed (exit {proc.returncode})", proc.stderr.strip())
+    return proc.stdout
+
+
+def _tools(version: int) -> tuple[str, str]:
+    return ("iptables-restore", "iptables-save") if version == 4 else ("ip6tables-restore", "ip6tables-save")
+
+
+def setup(network: str, container_id: str, address: IPInterface) -> None:
+    chain = masq_chain(network, container_id)
+    comment = f'"{masq_comment(network, container_id)}"'
+    host = "32" if address.version == 4 else "128"
+    rules = "\n".join(
+        [
+            "*nat",
+            f":{chain} - [0:0]",
+            f"-A {chain} -d {address.network} -m comment --comment {comment} -j ACCEPT",
+            f"-A {chain} ! -d {MULTICAST[address.version]} -m comment --comment {comment} -j MASQUERADE",
+            f"-A POSTROUTING -s {address.ip}/{host} -m comment --comment {comment} -j {chain}",
+            "COMMIT",
+            "",
+        ]
+    )
+    restore, _ = _tools(address.version)
+    _run([restore, "--noflush", "-w", "5"], rules)
+
+
+def teardown(network: str, container_id: str, versions: set[int]) -> None:
+    """Remove the container's chain and jump if present; nothing there is success."""
+    chain = masq_chain(network, container_id)
+    for version in sorted(versions):
+        restore, save = _tools(version)
+        dump = _run([save, "-t", "nat"])
+        jumps = [ln for ln in dump.splitlines() if ln.startswith("-A POSTROUTING ") and ln.endswith(f"-j {chain}")]
+        has_chain = any(ln.startswith(f":{chain} ") for ln in dump.splitlines())
+        if not jumps and not has_chain:
+            continue
+        lines = ["*nat"]
+        lines += ["-D" + ln[2:] for ln in jumps]
+        if has_chain:
+            lines += [f"-F {chain}", f"-X {chain}"]
+        lines += ["COMMIT", ""]
+        _run([restore, "--noflush", "-w", "5"], "\n".join(lines))
+
+
+def present(network: str, container_id: str, version: int) -> bool:
+    chain = masq_chain(network, container_id)
+    _, save = _tools(version)
+    return any(ln.endswith(f"-j {chain}") for ln in _run([save, "-t", "nat"]).splitlines())

@@ -1,0 +1,400 @@
+"""The netlink adapter: the only module that imports pyroute2.
+
+It drives rtnetlink over a plain ``AF_NETLINK`` socket with pyroute2's message classes
+(``ifinfmsg``, ``ifaddrmsg``, ``rtmsg``) and nothing else of pyroute2: the package's
+``__init__`` imports nearly all of pyroute2 (asyncio, ssl, ...) and costs ~100 ms per exec,
+while the message classes cost ~20 ms. So the ``pyroute2`` package object is registered as a
+bare namespace before its submodules are imported (see ``_load_pyroute2``).
+
+A socket belongs to the network namespace it was created in, so one ``Netlink`` per
+namespace serves a whole command: the host-side one is opened in place, the pod-side one by
+entering the pod netns just long enough to create the socket (``cni.netns``).
+
+Every kernel error is mapped here, by errno, to our exceptions (``LinkNotFound``, ``Exists``,
+``NetlinkFailure``); callers never see pyroute2's exceptions or compare message strings.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from cni.errors import NetlinkFailure
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def _load_pyroute2() -> Any:
+    """Import pyroute2's rtnl message classes without running ``pyroute2/__init__``."""
+    if "pyroute2" not in sys.modules:
+        import importlib.util
+        import types
+
+        spec = importlib.util.find_spec("pyroute2")
+        if spec is None or spec.submodule_search_locations is None:  # pragma: no cover
+            raise ImportError("pyroute2 is not installed")
+        pkg = types.ModuleType("pyroute2")
+        pkg.__path__ = list(spec.submodule_search_locations)
+        sys.modules["pyroute2"] = pkg
+    from pyroute2.netlink.rtnl import ifaddrmsg, ifinfmsg, rtmsg
+
+    return ifinfmsg.ifinfmsg, ifaddrmsg.ifaddrmsg, rtmsg.rtmsg
+
+
+_ifinfmsg, _ifaddrmsg, _rtmsg = _load_pyroute2()
+
+# rtnetlink constants (linux/rtnetlink.h, linux/netlink.h, linux/if.h)
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
+NLM_F_ROOT, NLM_F_MATCH = 0x100, 0x200
+NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
+IFF_UP = 0x1
+IFF_PROMISC = 0x100
+RT_TABLE_MAIN = 254
+RTPROT_BOOT = 3
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+RTN_UNICAST = 1
+IFA_F_NODAD = 0x02
+IFA_F_PERMANENT = 0x80
+_HDR = struct.Struct("=IHHII")
+
+
+class LinkNotFound(NetlinkFailure):
+    """The link (or address/route) does not exist (ENODEV/ENOENT/ESRCH/EADDRNOTAVAIL)."""
+
+
+class Exists(NetlinkFailure):
+    """The object already exists (EEXIST)."""
+
+
+_NOT_FOUND = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}
+
+
+def map_errno(err: int, what: str) -> NetlinkFailure:
+    """The one place where kernel errnos become our exceptions."""
+    name = errno.errorcode.get(err, str(err))
+    detail = f"{os.strerror(err)} ({name})"
+    if err == errno.EEXIST:
+        return Exists(f"{what}: already exists", detail)
+    if err in _NOT_FOUND:
+        return LinkNotFound(f"{what}: not found", detail)
+    return NetlinkFailure(f"{what} failed", detail)
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    kind: str | None
+    mtu: int
+    mac: str
+    master: int | None
+    up: bool
+    promisc: bool
+    hairpin: bool | None  # bridge-port hairpin mode, None when not a bridge port
+
+
+@dataclass(frozen=True)
+class Addr:
+    index: int
+    address: IPInterface
+    permanent: bool
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: IPNetwork
+    gateway: IPAddress | None
+    oif: int | None
+    table: int
+
+
+def _family(version: int) -> int:
+    return socket.AF_INET if version == 4 else socket.AF_INET6
+
+
+class Netlink:
+    """A synchronous rtnetlink client over one socket (one network namespace)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._seq = 0
+
+    @classmethod
+    def open(cls) -> Netlink:
+        """A socket in the caller's current network namespace."""
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind((0, 0))
+        return cls(sock)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- transport -------------------------------------------------------------------
+    def _request(self, msg: Any, msg_type: int, flags: int, what: str) -> list[bytes]:
+        self._seq += 1
+        seq = self._seq
+        msg["header"]["type"] = msg_type
+        msg["header"]["flags"] = NLM_F_REQUEST | flags
+        msg["header"]["sequence_number"] = seq
+        msg.encode()
+        self._sock.send(msg.data)
+        replies: list[bytes] = []
+        while True:
+            buf = self._sock.recv(1 << 18)
+            off = 0
+            while off + _HDR.size <= len(buf):
+                length, mtype, mflags, mseq, _pid = _HDR.unpack_from(buf, off)
+                if length < _HDR.size:
+                    raise NetlinkFailure(f"{what} failed", "malformed netlink reply")
+                chunk = buf[off : off + length]
+                off += (length + 3) & ~3
+                if mseq != seq:
+                    continue
+                if mtype == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", chunk, _HDR.size)
+                    if code:
+                        raise map_errno(-code, what)
+                    return replies  # ACK
+                if mtype == NLMSG_DONE:
+                    return replies
+                replies.append(chunk)
+                if not mflags & NLM_F_MULTI and not flags & NLM_F_ACK:
+                    return replies
+
+    # ---- links -----------------------------------------------------------------------
+    @staticmethod
+    def _link_from(raw: bytes) -> Link:
+        m = _ifinfmsg(raw)
+        m.decode()
+        kind = None
+        hairpin = None
+        info = m.get_attr("IFLA_LINKINFO")
+        if info is not None:
+            kind = info.get_attr("IFLA_INFO_KIND")
+            if info.get_attr("IFLA_INFO_SLAVE_KIND") == "bridge":
+                slave = info.get_attr("IFLA_INFO_SLAVE_DATA")
+                if slave is not None:
+                    mode = slave.get_attr("IFLA_BRPORT_MODE")
+                    hairpin = bool(mode) if mode is not None else None
+        flags = m["flags"]
+        return Link(
+            index=m["index"],
+            name=m.get_attr("IFLA_IFNAME"),
+            kind=kind,
+            mtu=m.get_attr("IFLA_MTU") or 0,
+            mac=m.get_attr("IFLA_ADDRESS") or "",
+            master=m.get_attr("IFLA_MASTER"),
+            up=bool(flags & IFF_UP),
+            promisc=bool(flags & IFF_PROMISC),
+            hairpin=hairpin,
+        )
+
+    def link_get(self, name: str) -> Link | None:
+        msg = _ifinfmsg()
+        msg["attrs"] = [("IFLA_IFNAME", name), ("IFLA_EXT_MASK", 1)]
+        try:
+            raw = self._request(msg, RTM_GETLINK, 0, f"get link {name}")
+        except LinkNotFound:
+            return None
+        return self._link_from(raw[0]) if raw else None
+
+    def link_by_index(self, index: int) -> Link | None:
+        msg = _ifinfmsg()
+        msg["index"] = index
+        try:
+            raw = self._request(msg, RTM_GETLINK, 0, f"get link #{index}")
+        except LinkNotFound:
+            return None
+        return self._link_from(raw[0]) if raw else None
+
+    def links(self) -> list[Link]:
+        msg = _ifinfmsg()
+        return [self._link_from(r) for r in self._request(msg, RTM_GETLINK, NLM_F_DUMP, "dump")]
+
+    def bridge_add(self, name: str, mtu: int | None) -> None:
+        msg = _ifinfmsg()
+        attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", name)]
+        if mtu:
+            attrs.append(("IFLA_MTU", mtu))
+        attrs.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]}))
+        msg["attrs"] = attrs
+        flags = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        self._request(msg, RTM_NEWLINK, flags, f"create bridge {name}")
+
+    def veth_add(
+        self,
+        name: str,
+        peer_name: str,
+        peer_netns_fd: int,
+        mtu: int | None,
+        master: int | None,
+    ) -> None:
+        """Create a veth pair: ``name`` here (enslaved to ``master`` and up), the peer
+        created directly inside the namespace ``peer_netns_fd`` (down, configured later)."""
+        peer: list[tuple[str, Any]] = [("IFLA_IFNAME", peer_name), ("IFLA_NET_NS_FD", peer_netns_fd)]
+        attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", name)]
+        if mtu:
+            attrs.append(("IFLA_MTU", mtu))
+            peer.append(("IFLA_MTU", mtu))
+        if master is not None:
+            attrs.append(("IFLA_MASTER", master))
+        attrs.append(
+            (
+                "IFLA_LINKINFO",
+                {
+                    "attrs": [
+                        ("IFLA_INFO_KIND", "veth"),
+                        ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer})]}),
+                    ]
+                },
+            )
+        )
+        msg = _ifinfmsg()
+        msg["attrs"] = attrs
+        msg["flags"] = IFF_UP
+        msg["change"] = IFF_UP
+        flags = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        self._request(msg, RTM_NEWLINK, flags, f"create veth {name}/{peer_name}")
+
+    def link_set(
+        self,
+        index: int,
+        *,
+        up: bool | None = None,
+        mtu: int | None = None,
+        promisc: bool | None = None,
+    ) -> None:
+        msg = _ifinfmsg()
+        msg["index"] = index
+        flags = change = 0
+        if up is not None:
+            change |= IFF_UP
+            flags |= IFF_UP if up else 0
+        if promisc is not None:
+            change |= IFF_PROMISC
+            flags |= IFF_PROMISC if promisc else 0
+        msg["flags"] = flags
+        msg["change"] = change
+        if mtu:
+            msg["attrs"] = [("IFLA_MTU", mtu)]
+        self._request(msg, RTM_NEWLINK, NLM_F_ACK, f"set link #{index}")
+
+    def set_hairpin(self, index: int, on: bool) -> None:
+        """``ip link set dev X type bridge_slave hairpin on`` (the port must be enslaved)."""
+        msg = _ifinfmsg()
+        msg["index"] = index
+        msg["attrs"] = [
+            (
+                "IFLA_LINKINFO",
+                {
+                    "attrs": [
+                        ("IFLA_INFO_SLAVE_KIND", "bridge"),
+                        ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", int(on))]}),
+                    ]
+                },
+            )
+        ]
+        self._request(msg, RTM_NEWLINK, NLM_F_ACK, f"set hairpin on link #{index}")
+
+    def link_del(self, index: int) -> None:
+        msg = _ifinfmsg()
+        msg["index"] = index
+        self._request(msg, RTM_DELLINK, NLM_F_ACK, f"delete link #{index}")
+
+    # ---- addresses -------------------------------------------------------------------
+    def addrs(self, index: int | None = None, version: int | None = None) -> list[Addr]:
+        msg = _ifaddrmsg()
+        msg["family"] = _family(version) if version else 0
+        out: list[Addr] = []
+        for raw in self._request(msg, RTM_GETADDR, NLM_F_DUMP, "dump addresses"):
+            m = _ifaddrmsg(raw)
+            m.decode()
+            if index is not None and m["index"] != index:
+                continue
+            ip = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
+            if ip is None:
+                continue
+            iface = ipaddress.ip_interface(f"{ip}/{m['prefixlen']}")
+            aflags = m.get_attr("IFA_FLAGS")
+            if aflags is None:
+                aflags = m["flags"]
+            out.append(Addr(m["index"], iface, bool(aflags & IFA_F_PERMANENT)))
+        return out
+
+    def _addr_msg(self, index: int, iface: IPInterface) -> Any:
+        msg = _ifaddrmsg()
+        msg["family"] = _family(iface.version)
+        msg["prefixlen"] = iface.network.prefixlen
+        msg["index"] = index
+        attrs: list[tuple[str, Any]] = [("IFA_LOCAL", str(iface.ip)), ("IFA_ADDRESS", str(iface.ip))]
+        if iface.version == 4 and iface.network.prefixlen < 31:
+            attrs.append(("IFA_BROADCAST", str(iface.network.broadcast_address)))
+        if iface.version == 6:
+            attrs.append(("IFA_FLAGS", IFA_F_NODAD))
+        msg["attrs"] = attrs
+        return msg
+
+    def addr_add(self, index: int, iface: IPInterface) -> None:
+        flags = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        self._request(self._addr_msg(index, iface), RTM_NEWADDR, flags, f"add address {iface}")
+
+    def addr_del(self, index: int, iface: IPInterface) -> None:
+        self._request(self._addr_msg(index, iface), RTM_DELADDR, NLM_F_ACK, f"delete address {iface}")
+
+    # ---- routes ----------------------------------------------------------------------
+    def routes(self, version: int, table: int = RT_TABLE_MAIN) -> list[Route]:
+        msg = _rtmsg()
+        msg["family"] = _family(version)
+        out: list[Route] = []
+        for raw in self._request(msg, RTM_GETROUTE, NLM_F_DUMP, "dump routes"):
+            m = _rtmsg(raw)
+            m.decode()
+            rt_table = m.get_attr("RTA_TABLE") or m["table"]
+            if rt_table != table:
+                continue
+            dst = m.get_attr("RTA_DST")
+            zero = "0.0.0.0" if version == 4 else "::"
+            net = ipaddress.ip_network(f"{dst or zero}/{m['dst_len']}", strict=False)
+            gw = m.get_attr("RTA_GATEWAY")
+            out.append(Route(net, ipaddress.ip_address(gw) if gw else None, m.get_attr("RTA_OIF"), rt_table))
+        return out
+
+    def route_add(self, dst: IPNetwork, gateway: IPAddress | None, oif: int) -> None:
+        msg = _rtmsg()
+        msg["family"] = _family(dst.version)
+        msg["dst_len"] = dst.prefixlen
+        msg["table"] = RT_TABLE_MAIN
+        msg["proto"] = RTPROT_BOOT
+        msg["scope"] = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
+        msg["type"] = RTN_UNICAST
+        attrs: list[tuple[str, Any]] = [("RTA_OIF", oif)]
+        if dst.prefixlen:
+            attrs.append(("RTA_DST", str(dst.network_address)))
+        if gateway is not None:
+            attrs.append(("RTA_GATEWAY", str(gateway)))
+        msg["attrs"] = attrs
+        flags = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+        via = f" via {gateway}" if gateway else ""
+        self._request(msg, RTM_NEWROUTE, flags, f"add route {dst}{via}")
+

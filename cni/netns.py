@@ -1,0 +1,63 @@
+"""Network namespaces: open one without creating it, and enter it briefly.
+
+Boundary module. ``setns(2)`` applies to the calling thread; the plugin is single-threaded,
+and ``entered`` always returns to the original namespace (or aborts the process, since
+carrying on in the wrong namespace would configure the wrong network).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from cni.errors import CNIError, InvalidEnv
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetnsGone(InvalidEnv):
+    """CNI_NETNS does not exist (any more)."""
+
+
+def open_netns(path: str) -> int:
+    """An O_RDONLY fd on the netns at ``path``; never creates anything.
+
+    Raises ``NetnsGone`` when the path does not exist and ``InvalidEnv`` when it is not a
+    network namespace (checked by entering it once on first use, see ``entered``)."""
+    if not path.startswith("/"):
+        raise InvalidEnv("CNI_NETNS must be an absolute path", path)
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as e:
+        raise NetnsGone("network namespace not found", f"{path}: {e.strerror}") from None
+    except OSError as e:
+        raise InvalidEnv("cannot open network namespace", f"{path}: {e.strerror}") from None
+
+
+def setns(fd: int, what: str) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        if err == errno.EINVAL:
+            raise InvalidEnv("not a network namespace", what)
+        raise CNIError("setns failed", f"{what}: {os.strerror(err)}")
+
+
+@contextmanager
+def entered(fd: int, what: str) -> Iterator[None]:
+    """Run the body inside the netns ``fd``, then return to the current one."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(fd, what)
+        try:
+            yield
+        finally:
+            try:
+                setns(home, "original network namespace")
+            except CNIError:  # pragma: no cover - cannot happen short of a kernel bug
+                os._exit(70)
+    finally:
+        os.close(home)

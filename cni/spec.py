@@ -1,0 +1,119 @@
+"""CNI spec plumbing (SPEC.md 1.1.0): versions, commands and the CNI_* environment.
+
+Pure: takes a ``getenv`` callable, imports nothing with side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cni.errors import IncompatibleVersion, InvalidEnv
+
+SUPPORTED_VERSIONS: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+CURRENT_VERSION = "1.1.0"
+COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
+
+# (command, minimum config version) as libcni/skel enforce them.
+MIN_VERSION = {"CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"}
+
+_ID_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_ID_REST = _ID_FIRST | frozenset("_.-")
+MAX_ID_LEN = 1024  # a path component must fit; libcni has no bound, the filesystem does
+
+
+def version_tuple(v: str) -> tuple[int, int, int]:
+    parts = v.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise IncompatibleVersion("invalid version", f"{v!r} is not of the form X.Y.Z")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def check_version(v: object) -> str:
+    if not isinstance(v, str):
+        raise IncompatibleVersion("cniVersion must be a string", repr(v))
+    if v not in SUPPORTED_VERSIONS:
+        raise IncompatibleVersion(
+            "incompatible CNI versions",
+            f"config is {v!r}, plugin supports {list(SUPPORTED_VERSIONS)}",
+        )
+    return v
+
+
+def is_valid_id(s: str) -> bool:
+    """``^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$`` (libcni's ValidateContainerID / network name)."""
+    return (
+        0 < len(s) <= MAX_ID_LEN
+        and s[0] in _ID_FIRST
+        and all(c in _ID_REST for c in s)
+        and s not in (".", "..")
+    )
+
+
+def interface_name_problem(name: str) -> str | None:
+    """libcni's ValidateInterfaceName; None when ``name`` is fine."""
+    if not name:
+        return "interface name is empty"
+    if len(name) > 15:
+        return f"interface name is too long ({len(name)} > 15)"
+    if name in (".", ".."):
+        return "interface name is . or .."
+    for c in name:
+        if c in "/:\0" or c.isspace():
+            return f"interface name contains an invalid character {c!r}"
+    return None
+
+
+def parse_cni_args(raw: str) -> dict[str, str]:
+    """``IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;...`` → dict (invalid pair → code 4)."""
+    out: dict[str, str] = {}
+    if not raw:
+        return out
+    for pair in raw.split(";"):
+        if not pair:
+            continue
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidEnv("invalid CNI_ARGS", f"pair {pair!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Env:
+    command: str
+    container_id: str
+    netns: str
+    ifname: str
+    args: dict[str, str]
+    path: str
+
+
+def read_env(getenv: Callable[[str], str | None]) -> Env:
+    """Validate the CNI_* variables for the command (skel's per-command requirements)."""
+    command = getenv("CNI_COMMAND") or ""
+    if not command:
+        raise InvalidEnv("required env variables [CNI_COMMAND] missing")
+    if command not in COMMANDS:
+        raise InvalidEnv("unknown CNI_COMMAND", command)
+    cid = getenv("CNI_CONTAINERID") or ""
+    netns = getenv("CNI_NETNS") or ""
+    ifname = getenv("CNI_IFNAME") or ""
+    path = getenv("CNI_PATH") or ""
+    if command in ("ADD", "DEL", "CHECK"):
+        required = {"CNI_CONTAINERID": cid, "CNI_IFNAME": ifname, "CNI_PATH": path}
+        if command != "DEL":
+            required["CNI_NETNS"] = netns
+        missing = [k for k, v in required.items() if not v]
+        if missing:
+            raise InvalidEnv(f"required env variables [{', '.join(missing)}] missing")
+        if not is_valid_id(cid):
+            raise InvalidEnv(
+                "invalid characters in containerID",
+                f"{cid[:80]!r} must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$",
+            )
+        problem = interface_name_problem(ifname)
+        if problem:
+            raise InvalidEnv("invalid CNI_IFNAME", f"{ifname!r}: {problem}")
+    args = parse_cni_args(getenv("CNI_ARGS") or "")
+    return Env(command, cid, netns, ifname, args, path)

@@ -1,0 +1,28 @@
+"""Sysctls under /proc/sys. Boundary module.
+
+``/proc/sys/net`` resolves against the network namespace of the *calling thread* when the
+file is opened, so a pod's sysctls are written while inside its netns (``cni.netns``).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def read(key: str) -> str:
+    with open("/proc/sys/" + key, encoding="ascii") as f:
+        return f.read().strip()
+
+
+def write(key: str, value: str) -> None:
+    fd = os.open("/proc/sys/" + key, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def ensure(key: str, value: str) -> None:
+    """Write only when different (a write to e.g. ip_forward is not free)."""
+    if read(key) != value:
+        write(key, value)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.netns import Node, delete_netns, new_netns
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Root tests fail loudly (never skip) when not root: in CI they must run."""
+    if os.geteuid() == 0:
+        return
+    for item in items:
+        if item.get_closest_marker("root"):
+            item.add_marker(pytest.mark.skip(reason="needs root (network namespaces); CI runs as root"))
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    ns = new_netns("wt")
+    n = Node(ns, tmp_path)
+    n.write_subnet()
+    try:
+        yield n
+    finally:
+        for p in n.pods:
+            delete_netns(p)
+        delete_netns(ns)

@@ -1,0 +1,175 @@
+"""Sandbox nodes and pods for kernel tests: throwaway network namespaces, temp dirs.
+
+Every network change happens inside namespaces created here; the machine's own
+interfaces, routes, /etc/cni, /opt/cni and /var/lib/cni are never touched. Kernel state is
+read back with iproute2 (``ip -j``), an oracle independent of the plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = os.environ.get("WEFT_PLUGIN") or str(ROOT / "tests" / "weft-from-source")
+
+K3S_SUBNET_ENV = """FLANNEL_NETWORK=10.42.0.0/16
+FLANNEL_SUBNET=10.42.{x}.1/24
+FLANNEL_MTU=1450
+FLANNEL_IPMASQ=true
+"""
+
+
+def sh(*argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check, input=input, timeout=60)
+
+
+@dataclass
+class Netns:
+    name: str
+
+    @property
+    def path(self) -> str:
+        return f"/run/netns/{self.name}"
+
+    def ip(self, *args: str) -> Any:
+        out = sh("ip", "-n", self.name, "-j", *args).stdout
+        return json.loads(out) if out.strip() else []
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "netns", "exec", self.name, *argv, check=check)
+
+    def links(self) -> dict[str, Any]:
+        return {link["ifname"]: link for link in self.ip("-d", "link", "show")}
+
+    def addrs(self, dev: str) -> list[str]:
+        out = self.ip("addr", "show", "dev", dev)
+        return [f"{a['local']}/{a['prefixlen']}" for a in out[0]["addr_info"] if a.get("scope") != "link"] if out else []
+
+    def routes(self, family: str = "-4") -> list[dict[str, Any]]:
+        return list(self.ip(family, "route", "show"))
+
+
+def new_netns(prefix: str) -> Netns:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    sh("ip", "netns", "add", name)
+    sh("ip", "-n", name, "link", "set", "lo", "up")
+    return Netns(name)
+
+
+def delete_netns(ns: Netns) -> None:
+    sh("ip", "netns", "del", ns.name, check=False)
+
+
+@dataclass
+class Outcome:
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Node:
+    """A sandbox node: a netns in which the plugin runs as the host, plus its files."""
+
+    ns: Netns
+    tmp: Path
+    subnet_x: int = 0
+    plugin: str = PLUGIN
+    pods: list[Netns] = field(default_factory=list)
+
+    @property
+    def subnet_file(self) -> Path:
+        return self.tmp / "subnet.env"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.tmp / "networks"
+
+    def store_dir(self, network: str = "cbr0") -> Path:
+        return self.data_dir / network
+
+    def reservations(self, network: str = "cbr0") -> dict[str, bytes]:
+        d = self.store_dir(network)
+        if not d.exists():
+            return {}
+        return {
+            p.name: p.read_bytes()
+            for p in d.iterdir()
+            if p.is_file() and p.name != "lock" and not p.name.startswith(("last_reserved_ip", "."))
+        }
+
+    def write_subnet(self, text: str | None = None) -> None:
+        self.subnet_file.write_text(text if text is not None else K3S_SUBNET_ENV.format(x=self.subnet_x))
+
+    def conf(self, version: str = "1.0.0", **delegate: Any) -> dict[str, Any]:
+        """The k3s flannel-shape config weft receives as the first plugin of cbr0."""
+        d = {"hairpinMode": True, "forceAddress": True, "isDefaultGateway": True}
+        d.update(delegate)
+        return {
+            "cniVersion": version,
+            "name": "cbr0",
+            "type": "weft",
+            "subnetFile": str(self.subnet_file),
+            "ipam": {"dataDir": str(self.data_dir)},
+            "delegate": d,
+        }
+
+    def pod(self) -> Netns:
+        ns = new_netns(self.ns.name + "-p")
+        self.pods.append(ns)
+        return ns
+
+    def exec(
+        self,
+        command: str,
+        conf: dict[str, Any] | str | bytes,
+        cid: str = "",
+        netns: str = "",
+        ifname: str = "eth0",
+        env: dict[str, str] | None = None,
+        drop: tuple[str, ...] = (),
+    ) -> Outcome:
+        e = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": cid,
+            "CNI_NETNS": netns,
+            "CNI_IFNAME": ifname,
+            "CNI_PATH": "/usr/lib/cni",
+        }
+        e.update(env or {})
+        for k in drop:
+            e.pop(k, None)
+        data = conf if isinstance(conf, str | bytes) else json.dumps(conf)
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.ns.name, self.plugin],
+            input=data.encode() if isinstance(data, str) else data,
+            capture_output=True,
+            env=e,
+            timeout=120,
+        )
+        return Outcome(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+    def add(self, pod: Netns, cid: str, conf: dict[str, Any] | None = None, **kw: Any) -> Outcome:
+        return self.exec("ADD", conf or self.conf(), cid, pod.path, **kw)
+
+    def delete(self, pod: Netns | None, cid: str, conf: dict[str, Any] | None = None, **kw: Any) -> Outcome:
+        return self.exec("DEL", conf or self.conf(), cid, pod.path if pod else "", **kw)
+
+    def check(self, pod: Netns, cid: str, prev: dict[str, Any], conf: dict[str, Any] | None = None, **kw: Any) -> Outcome:
+        c = dict(conf or self.conf())
+        c["prevResult"] = prev
+        return self.exec("CHECK", c, cid, pod.path, **kw)
+
+    def veths(self) -> list[str]:
+        return [n for n, link in self.ns.links().items() if link.get("linkinfo", {}).get("info_kind") == "veth"]
