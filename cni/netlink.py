@@ -234,7 +234,11 @@ class Netlink:
 
     def bridge_add(self, name: str, mtu: int | None) -> None:
         msg = _ifinfmsg()
-        attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", name)]
+        # A fixed, locally administered MAC: otherwise the bridge takes the lowest MAC of
+        # its ports and the pods' gateway MAC changes whenever a pod comes or goes.
+        mac = bytearray(os.urandom(6))
+        mac[0] = (mac[0] & 0xFE) | 0x02
+        attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", name), ("IFLA_ADDRESS", mac.hex(":"))]
         if mtu:
             attrs.append(("IFLA_MTU", mtu))
         attrs.append(("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "bridge")]}))
