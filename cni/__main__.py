@@ -52,7 +52,9 @@ def main() -> int:
     human = _human(sys.argv[1:])
     if human is not None:
         return human
-    return Dispatcher(os.environ.get, sys.stdin.buffer, sys.stdout, sys.stderr, _handler, _checkpoint).run()
+    return Dispatcher(
+        os.environ.get, sys.stdin.buffer, sys.stdout, sys.stderr, _handler, _checkpoint
+    ).run()
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from cni.errors import CheckFailed, CNIError, InvalidEnv, NetlinkFailure
 from cni.netlink import Exists, Link, LinkNotFound, Netlink
+from cni.netlink import Route as NlRoute
 from cni.plan import AddPlan
 from cni.types import IPInterface, Result, Route
 
@@ -20,10 +23,8 @@ class BridgeConflict(CNIError):
 def ensure_bridge(nl: Netlink, name: str, mtu: int | None, promisc: bool) -> Link:
     link = nl.link_get(name)
     if link is None:
-        try:
+        with contextlib.suppress(Exists):  # a concurrent creator won: re-read, verify below
             nl.bridge_add(name, mtu)
-        except Exists:
-            pass  # a concurrent creator won; re-read and verify below
         link = nl.link_get(name)
         if link is None:
             raise NetlinkFailure(f"bridge {name} vanished right after creation")
@@ -61,17 +62,15 @@ def ensure_bridge_addresses(
                     f"found {have}; set forceAddress to replace it",
                     code=7,
                 )
-            try:
+            with contextlib.suppress(LinkNotFound):
                 nl.addr_del(bridge.index, have)
-            except LinkNotFound:
-                pass
-        try:
+        with contextlib.suppress(Exists):
             nl.addr_add(bridge.index, want)
-        except Exists:
-            pass
 
 
-def create_veth(host: Netlink, pod: Netlink, plan: AddPlan, pod_netns_fd: int, bridge: Link) -> Link:
+def create_veth(
+    host: Netlink, pod: Netlink, plan: AddPlan, pod_netns_fd: int, bridge: Link
+) -> Link:
     """Create the pair with the pod end born inside the pod netns as ``plan.ifname``."""
     if pod.link_get(plan.ifname) is not None:
         raise InvalidEnv(
@@ -105,10 +104,8 @@ def configure_pod(pod: Netlink, plan: AddPlan) -> Link:
         pod.addr_add(link.index, a.address)
     pod.link_set(link.index, up=True)
     for r in plan.routes:
-        try:
+        with contextlib.suppress(Exists):  # e.g. the kernel's own on-link subnet route
             pod.route_add(r.dst, r.gw, link.index)
-        except Exists:
-            pass  # e.g. the kernel's own route for the on-link subnet
     return pod.link_get(plan.ifname) or link
 
 
@@ -125,11 +122,11 @@ def delete_link(nl: Netlink, name: str) -> bool:
 
 
 # ---- CHECK ----------------------------------------------------------------------------
-def _route_present(want: Route, have: list[tuple[object, object, object]], oif: int) -> bool:
-    for dst, gw, roif in have:
-        if dst != want.dst or (roif is not None and roif != oif):
+def _route_present(want: Route, have: list[NlRoute], oif: int) -> bool:
+    for r in have:
+        if r.dst != want.dst or (r.oif is not None and r.oif != oif):
             continue
-        if want.gw is None or gw == want.gw:
+        if want.gw is None or r.gateway == want.gw:
             return True
     return False
 
@@ -154,13 +151,16 @@ def check_attachment(
     want_pod = next(i for i in pod_ifaces if i.name == ifname)
     if want_pod.sandbox != netns:
         raise CheckFailed(
-            f"interface {ifname} sandbox mismatch", f"prevResult {want_pod.sandbox}, CNI_NETNS {netns}"
+            f"interface {ifname} sandbox mismatch",
+            f"prevResult {want_pod.sandbox}, CNI_NETNS {netns}",
         )
     pod_link = pod.link_get(ifname)
     if pod_link is None:
         raise CheckFailed(f"interface {ifname} not found in {netns}")
     if want_pod.mac and pod_link.mac.lower() != want_pod.mac.lower():
-        raise CheckFailed(f"interface {ifname} MAC changed", f"want {want_pod.mac}, have {pod_link.mac}")
+        raise CheckFailed(
+            f"interface {ifname} MAC changed", f"want {want_pod.mac}, have {pod_link.mac}"
+        )
     if mtu and pod_link.mtu != mtu:
         raise CheckFailed(f"interface {ifname} MTU is {pod_link.mtu}, want {mtu}")
     if not pod_link.up:
@@ -179,7 +179,7 @@ def check_attachment(
         if ip.address not in have_addrs:
             raise CheckFailed(f"address {ip.address} not found on {ifname}")
     for version in sorted({r.dst.version for r in prev.routes}):
-        have = [(r.dst, r.gateway, r.oif) for r in pod.routes(version)]
+        have = pod.routes(version)
         for r in prev.routes:
             if r.dst.version == version and not _route_present(r, have, pod_link.index):
                 via = f" via {r.gw}" if r.gw else ""

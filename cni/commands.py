@@ -78,7 +78,12 @@ def open_pod_netlink(fd: int, path: str) -> Netlink:
 
 # ---- teardown shared by DEL, GC and reclaim -------------------------------------------
 def teardown(
-    store: DiskStore, conf: NetConf, container_id: str, ifname: str, netns: str, host: Netlink | None
+    store: DiskStore,
+    conf: NetConf,
+    container_id: str,
+    ifname: str,
+    netns: str,
+    host: Netlink | None,
 ) -> None:
     """Remove one attachment: host veth (which takes the pod end with it), masquerade rule,
     reservation(s), record. Best effort for what is already gone; raises only when
@@ -96,7 +101,9 @@ def teardown(
     finally:
         if host is None:
             nl.close()
-    masq_versions = {ip.version for ip in reserved} if (record or {}).get("ipMasq", conf.ip_masq) else set()
+    masq_versions: set[int] = (
+        {ip.version for ip in reserved} if (record or {}).get("ipMasq", conf.ip_masq) else set()
+    )
     if masq_versions:
         masq.teardown(conf.name, container_id, masq_versions)
     store.release_by_id(container_id, ifname)
@@ -144,11 +151,18 @@ def cmd_add(req: Request) -> dict[str, Any]:
             _stale(store, conf, current_boot, Reservation(ip, env.container_id, env.ifname))
         allocs = _allocate(store, conf, env.container_id, env.ifname, current_boot, undo)
         plan = plan_add(conf, env.container_id, env.ifname, allocs)
-        store.put_attachment(env.container_id, env.ifname, {
-            "hostVeth": plan.host_veth, "netns": env.netns, "bootID": current_boot,
-            "ipMasq": plan.ip_masq, "bridge": plan.bridge,
-            "ips": [str(a.address) for a in allocs],
-        })
+        store.put_attachment(
+            env.container_id,
+            env.ifname,
+            {
+                "hostVeth": plan.host_veth,
+                "netns": env.netns,
+                "bootID": current_boot,
+                "ipMasq": plan.ip_masq,
+                "bridge": plan.bridge,
+                "ips": [str(a.address) for a in allocs],
+            },
+        )
         undo.callback(store.delete_attachment, env.container_id, env.ifname)
         req.checkpoint("reserved")
         br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
@@ -163,14 +177,18 @@ def cmd_add(req: Request) -> dict[str, Any]:
         if conf.is_gateway:
             _forwarding({a.address.version for a in allocs})
         if plan.ip_masq:
-            undo.callback(masq.teardown, conf.name, env.container_id, {a.address.version for a in allocs})
+            undo.callback(
+                masq.teardown, conf.name, env.container_id, {a.address.version for a in allocs}
+            )
             for a in allocs:
                 masq.setup(conf.name, env.container_id, a.address)
         req.checkpoint("masq")
         br = host.link_get(plan.bridge) or br
         result = build_result(plan, br.mac, veth.mac, pod_link.mac, env.netns, conf.dns)
         undo.pop_all()
-    req.log.info(f"ADD {env.container_id}/{env.ifname}: {', '.join(str(a.address) for a in allocs)}")
+    req.log.info(
+        f"ADD {env.container_id}/{env.ifname}: {', '.join(str(a.address) for a in allocs)}"
+    )
     return result.to_dict(conf.cni_version)
 
 
@@ -226,7 +244,9 @@ def cmd_check(req: Request) -> None:
     env, conf = req.env, load_conf(req, need_subnet=True)
     prev = conf.prev_result
     if prev is None:
-        raise InvalidConfig("invalid network configuration: prevResult", "CHECK requires prevResult")
+        raise InvalidConfig(
+            "invalid network configuration: prevResult", "CHECK requires prevResult"
+        )
     store = DiskStore(conf.ipam.data_dir, conf.name)
     pod_fd = open_netns(env.netns)
     try:
@@ -234,7 +254,8 @@ def cmd_check(req: Request) -> None:
             reserved = set(store.get_by_id(env.container_id, env.ifname))
             for ip in prev.ips:
                 if ip.address.ip not in reserved:
-                    raise CheckFailed(f"address {ip.address.ip} is not reserved for {env.container_id}/{env.ifname}")
+                    owner = f"{env.container_id}/{env.ifname}"
+                    raise CheckFailed(f"address {ip.address.ip} is not reserved for {owner}")
             with Netlink.open() as host, open_pod_netlink(pod_fd, env.netns) as pod:
                 bridge.check_attachment(
                     host, pod, prev, conf.bridge, env.ifname, env.netns, conf.hairpin_mode, conf.mtu
@@ -242,7 +263,9 @@ def cmd_check(req: Request) -> None:
             if conf.ip_masq:
                 for version in {ip.address.version for ip in prev.ips}:
                     if not masq.present(conf.name, env.container_id, version):
-                        raise CheckFailed(f"masquerade rule for {env.container_id} (IPv{version}) not found")
+                        raise CheckFailed(
+                            f"masquerade rule for {env.container_id} (IPv{version}) not found"
+                        )
     finally:
         os.close(pod_fd)
     return None

@@ -102,7 +102,9 @@ def _get(obj: dict[str, Any], key: str, kind: type, default: Any, where: str = "
     if not ok:
         field = f"{where}{key}"
         want = _TYPE_NAMES.get(kind, kind.__name__)
-        raise InvalidConfig(f"invalid network configuration: {field}", f"expected {want}, got {v!r}")
+        raise InvalidConfig(
+            f"invalid network configuration: {field}", f"expected {want}, got {v!r}"
+        )
     return v
 
 
@@ -110,14 +112,18 @@ def _ip(value: Any, field: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
     try:
         return ipaddress.ip_address(value)
     except ValueError:
-        raise InvalidConfig(f"invalid network configuration: {field}", f"{value!r} is not an IP address") from None
+        raise InvalidConfig(
+            f"invalid network configuration: {field}", f"{value!r} is not an IP address"
+        ) from None
 
 
 def _net(value: Any, field: str) -> IPNetwork:
     try:
         return ipaddress.ip_network(value, strict=False)
     except ValueError:
-        raise InvalidConfig(f"invalid network configuration: {field}", f"{value!r} is not a CIDR") from None
+        raise InvalidConfig(
+            f"invalid network configuration: {field}", f"{value!r} is not a CIDR"
+        ) from None
 
 
 def _range(spec: dict[str, Any], field: str) -> Range:
@@ -151,7 +157,9 @@ def _routes(value: Any, field: str) -> list[Route]:
         gw_s = _get(r, "gw", str, None, f"{where}.")
         gw = _ip(gw_s, f"{where}.gw") if gw_s else None
         if gw is not None and gw.version != dst.version:
-            raise InvalidConfig(f"invalid network configuration: {where}", "gw and dst differ in family")
+            raise InvalidConfig(
+                f"invalid network configuration: {where}", "gw and dst differ in family"
+            )
         out.append(Route(dst, gw))
     return out
 
@@ -165,17 +173,23 @@ def _ipam(ipam: dict[str, Any], ranges: list[list[Range]], extra_routes: list[Ro
         )
     data_dir = _get(ipam, "dataDir", str, DEFAULT_DATA_DIR, "ipam.")
     if not data_dir.startswith("/") or "\0" in data_dir:
-        raise InvalidConfig("invalid network configuration: ipam.dataDir", "must be an absolute path")
+        raise InvalidConfig(
+            "invalid network configuration: ipam.dataDir", "must be an absolute path"
+        )
     sets = []
     for i, rs in enumerate(ranges):
         try:
             sets.append(RangeSet(tuple(rs)))
         except InvalidConfig as e:
-            raise InvalidConfig(f"invalid network configuration: ipam.ranges[{i}]", str(e)) from None
+            raise InvalidConfig(
+                f"invalid network configuration: ipam.ranges[{i}]", str(e)
+            ) from None
     for i, a in enumerate(sets):
         for b in sets[i + 1 :]:
             if any(x.overlaps(y) for x in a.ranges for y in b.ranges):
-                raise InvalidConfig("invalid network configuration: ipam.ranges", "range sets overlap")
+                raise InvalidConfig(
+                    "invalid network configuration: ipam.ranges", "range sets overlap"
+                )
     routes = _routes(ipam.get("routes"), "ipam.routes") + extra_routes
     return IPAMConf(data_dir, tuple(sets), tuple(routes))
 
@@ -184,8 +198,13 @@ def _host_local_ranges(ipam: dict[str, Any]) -> list[list[Range]]:
     raw = ipam.get("ranges")
     if raw is not None:
         if not isinstance(raw, list) or not all(isinstance(rs, list) and rs for rs in raw):
-            raise InvalidConfig("invalid network configuration: ipam.ranges", "expected [[{subnet}]]")
-        return [[_range(r, f"ipam.ranges[{i}][{j}]") for j, r in enumerate(rs)] for i, rs in enumerate(raw)]
+            raise InvalidConfig(
+                "invalid network configuration: ipam.ranges", "expected [[{subnet}]]"
+            )
+        return [
+            [_range(r, f"ipam.ranges[{i}][{j}]") for j, r in enumerate(rs)]
+            for i, rs in enumerate(raw)
+        ]
     if ipam.get("subnet") is not None:  # host-local's legacy single-range form
         return [[_range(ipam, "ipam")]]
     return []
@@ -212,7 +231,9 @@ def _dns(value: Any) -> DNS:
             raise InvalidConfig(f"invalid network configuration: dns.{key}", "expected strings")
         return tuple(v)
 
-    return DNS(strs("nameservers"), _get(value, "domain", str, "", "dns."), strs("search"), strs("options"))
+    return DNS(
+        strs("nameservers"), _get(value, "domain", str, "", "dns."), strs("search"), strs("options")
+    )
 
 
 def _valid_attachments(obj: dict[str, Any]) -> tuple[tuple[str, str], ...] | None:
@@ -220,11 +241,15 @@ def _valid_attachments(obj: dict[str, Any]) -> tuple[tuple[str, str], ...] | Non
     if raw is None:
         return None
     if not isinstance(raw, list):
-        raise InvalidConfig("invalid network configuration: cni.dev/valid-attachments", "expected array")
+        raise InvalidConfig(
+            "invalid network configuration: cni.dev/valid-attachments", "expected array"
+        )
     out = []
     for i, a in enumerate(raw):
         if not isinstance(a, dict):
-            raise InvalidConfig(f"invalid network configuration: cni.dev/valid-attachments[{i}]", "expected object")
+            raise InvalidConfig(
+                f"invalid network configuration: cni.dev/valid-attachments[{i}]", "expected object"
+            )
         cid = _get(a, "containerID", str, "", f"cni.dev/valid-attachments[{i}].")
         ifname = _get(a, "ifname", str, "", f"cni.dev/valid-attachments[{i}].")
         out.append((cid, ifname))
@@ -237,7 +262,10 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
     version = check_version(obj.get("cniVersion"))
     name = _get(obj, "name", str, "")
     if not is_valid_id(name):
-        raise InvalidConfig("invalid network configuration: name", f"{name!r} must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")
+        raise InvalidConfig(
+            "invalid network configuration: name",
+            f"{name!r} must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$",
+        )
     ptype = _get(obj, "type", str, "weft")
     ipam_obj = _get(obj, "ipam", dict, {})
     flannel = is_flannel_shape(obj)
@@ -271,14 +299,18 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
         )
     mtu = _get(opts, "mtu", int, None, where)
     if mtu is not None and not 68 <= mtu <= 65535:
-        raise InvalidConfig(f"invalid network configuration: {where}mtu", f"{mtu} is not in 68..65535")
+        raise InvalidConfig(
+            f"invalid network configuration: {where}mtu", f"{mtu} is not in 68..65535"
+        )
     if mtu == 0:
         mtu = None
     ipam = _ipam(ipam_obj, ranges, routes)
     prev = obj.get("prevResult")
     log_level = _get(obj, "logLevel", str, "info")
     if log_level not in LOG_LEVELS:
-        raise InvalidConfig("invalid network configuration: logLevel", f"{log_level!r} not in {LOG_LEVELS}")
+        raise InvalidConfig(
+            "invalid network configuration: logLevel", f"{log_level!r} not in {LOG_LEVELS}"
+        )
     lock_timeout = float(_get(obj, "lockTimeout", float, DEFAULT_LOCK_TIMEOUT))
     if lock_timeout <= 0:
         raise InvalidConfig("invalid network configuration: lockTimeout", "must be positive")

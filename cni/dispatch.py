@@ -106,8 +106,12 @@ class Dispatcher:
                     want = obj["cniVersion"]
             except ValueError:
                 pass
-        self._print({"cniVersion": want if want in spec.SUPPORTED_VERSIONS else spec.CURRENT_VERSION,
-                     "supportedVersions": list(spec.SUPPORTED_VERSIONS)})
+        self._print(
+            {
+                "cniVersion": want if want in spec.SUPPORTED_VERSIONS else spec.CURRENT_VERSION,
+                "supportedVersions": list(spec.SUPPORTED_VERSIONS),
+            }
+        )
         return 0
 
     def _fail(self, err: CNIError, obj: dict[str, Any] | None) -> int:

@@ -26,7 +26,9 @@ class Log:
     def _emit(self, level: str, msg: str) -> None:
         if _LEVELS[level] < self._level:
             return
-        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self._prefix}[{os.getpid()}] {level}: {msg}\n"
+        line = (
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {self._prefix}[{os.getpid()}] {level}: {msg}\n"
+        )
         if _LEVELS[level] >= _LEVELS["warning"]:
             try:
                 self._stderr.write(line)
@@ -35,7 +37,9 @@ class Log:
                 pass
         if self._file:
             try:
-                fd = os.open(self._file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+                fd = os.open(
+                    self._file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
+                )
                 try:
                     os.write(fd, line.encode())
                 finally:

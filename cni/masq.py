@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Mapping
 
 from cni.errors import MasqFailure
@@ -28,7 +29,7 @@ def tool_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if environ is None else environ)
     if "LD_LIBRARY_PATH_ORIG" in env:
         env["LD_LIBRARY_PATH"] = env.pop("LD_LIBRARY_PATH_ORIG")
-    elif getattr(__import__("sys"), "frozen", False):
+    elif getattr(sys, "frozen", False):
         env.pop("LD_LIBRARY_PATH", None)
     return env
 
@@ -36,7 +37,13 @@ def tool_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 def _run(argv: list[str], stdin: str = "") -> str:
     try:
         proc = subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, env=tool_env(), timeout=60, check=False
+            argv,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=tool_env(),
+            timeout=60,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise MasqFailure(f"cannot run {argv[0]}", str(e)) from None
@@ -46,19 +53,24 @@ def _run(argv: list[str], stdin: str = "") -> str:
 
 
 def _tools(version: int) -> tuple[str, str]:
-    return ("iptables-restore", "iptables-save") if version == 4 else ("ip6tables-restore", "ip6tables-save")
+    return (
+        ("iptables-restore", "iptables-save")
+        if version == 4
+        else ("ip6tables-restore", "ip6tables-save")
+    )
 
 
 def setup(network: str, container_id: str, address: IPInterface) -> None:
     chain = masq_chain(network, container_id)
     comment = f'"{masq_comment(network, container_id)}"'
     host = "32" if address.version == 4 else "128"
+    mcast = MULTICAST[address.version]
     rules = "\n".join(
         [
             "*nat",
             f":{chain} - [0:0]",
             f"-A {chain} -d {address.network} -m comment --comment {comment} -j ACCEPT",
-            f"-A {chain} ! -d {MULTICAST[address.version]} -m comment --comment {comment} -j MASQUERADE",
+            f"-A {chain} ! -d {mcast} -m comment --comment {comment} -j MASQUERADE",
             f"-A POSTROUTING -s {address.ip}/{host} -m comment --comment {comment} -j {chain}",
             "COMMIT",
             "",
@@ -74,7 +86,11 @@ def teardown(network: str, container_id: str, versions: set[int]) -> None:
     for version in sorted(versions):
         restore, save = _tools(version)
         dump = _run([save, "-t", "nat"])
-        jumps = [ln for ln in dump.splitlines() if ln.startswith("-A POSTROUTING ") and ln.endswith(f"-j {chain}")]
+        jumps = [
+            ln
+            for ln in dump.splitlines()
+            if ln.startswith("-A POSTROUTING ") and ln.endswith(f"-j {chain}")
+        ]
         has_chain = any(ln.startswith(f":{chain} ") for ln in dump.splitlines())
         if not jumps and not has_chain:
             continue

@@ -256,7 +256,10 @@ class Netlink:
     ) -> None:
         """Create a veth pair: ``name`` here (enslaved to ``master`` and up), the peer
         created directly inside the namespace ``peer_netns_fd`` (down, configured later)."""
-        peer: list[tuple[str, Any]] = [("IFLA_IFNAME", peer_name), ("IFLA_NET_NS_FD", peer_netns_fd)]
+        peer: list[tuple[str, Any]] = [
+            ("IFLA_IFNAME", peer_name),
+            ("IFLA_NET_NS_FD", peer_netns_fd),
+        ]
         attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", name)]
         if mtu:
             attrs.append(("IFLA_MTU", mtu))
@@ -351,7 +354,10 @@ class Netlink:
         msg["family"] = _family(iface.version)
         msg["prefixlen"] = iface.network.prefixlen
         msg["index"] = index
-        attrs: list[tuple[str, Any]] = [("IFA_LOCAL", str(iface.ip)), ("IFA_ADDRESS", str(iface.ip))]
+        attrs: list[tuple[str, Any]] = [
+            ("IFA_LOCAL", str(iface.ip)),
+            ("IFA_ADDRESS", str(iface.ip)),
+        ]
         if iface.version == 4 and iface.network.prefixlen < 31:
             attrs.append(("IFA_BROADCAST", str(iface.network.broadcast_address)))
         if iface.version == 6:
@@ -364,7 +370,9 @@ class Netlink:
         self._request(self._addr_msg(index, iface), RTM_NEWADDR, flags, f"add address {iface}")
 
     def addr_del(self, index: int, iface: IPInterface) -> None:
-        self._request(self._addr_msg(index, iface), RTM_DELADDR, NLM_F_ACK, f"delete address {iface}")
+        self._request(
+            self._addr_msg(index, iface), RTM_DELADDR, NLM_F_ACK, f"delete address {iface}"
+        )
 
     # ---- routes ----------------------------------------------------------------------
     def routes(self, version: int, table: int = RT_TABLE_MAIN) -> list[Route]:
@@ -381,7 +389,11 @@ class Netlink:
             zero = "0.0.0.0" if version == 4 else "::"
             net = ipaddress.ip_network(f"{dst or zero}/{m['dst_len']}", strict=False)
             gw = m.get_attr("RTA_GATEWAY")
-            out.append(Route(net, ipaddress.ip_address(gw) if gw else None, m.get_attr("RTA_OIF"), rt_table))
+            out.append(
+                Route(
+                    net, ipaddress.ip_address(gw) if gw else None, m.get_attr("RTA_OIF"), rt_table
+                )
+            )
         return out
 
     def route_add(self, dst: IPNetwork, gateway: IPAddress | None, oif: int) -> None:
@@ -401,4 +413,3 @@ class Netlink:
         flags = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
         via = f" via {gateway}" if gateway else ""
         self._request(msg, RTM_NEWROUTE, flags, f"add route {dst}{via}")
-

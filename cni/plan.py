@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cni.config import NetConf
-from cni.types import DNS, IPAddress, IPConfig, IPInterface, Interface, Result, Route
+from cni.types import DNS, Interface, IPAddress, IPConfig, IPInterface, Result, Route
 
 DEFAULT_V4 = ipaddress.ip_network("0.0.0.0/0")
 DEFAULT_V6 = ipaddress.ip_network("::/0")

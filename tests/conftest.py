@@ -15,7 +15,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in items:
         if item.get_closest_marker("root"):
-            item.add_marker(pytest.mark.skip(reason="needs root (network namespaces); CI runs as root"))
+            item.add_marker(
+                pytest.mark.skip(reason="needs root (network namespaces); CI runs as root")
+            )
 
 
 @pytest.fixture

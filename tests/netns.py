@@ -25,8 +25,12 @@ FLANNEL_IPMASQ=true
 """
 
 
-def sh(*argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check, input=input, timeout=60)
+def sh(
+    *argv: str, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, capture_output=True, text=True, check=check, input=input, timeout=60
+    )
 
 
 @dataclass
@@ -49,7 +53,15 @@ class Netns:
 
     def addrs(self, dev: str) -> list[str]:
         out = self.ip("addr", "show", "dev", dev)
-        return [f"{a['local']}/{a['prefixlen']}" for a in out[0]["addr_info"] if a.get("scope") != "link"] if out else []
+        return (
+            [
+                f"{a['local']}/{a['prefixlen']}"
+                for a in out[0]["addr_info"]
+                if a.get("scope") != "link"
+            ]
+            if out
+            else []
+        )
 
     def routes(self, family: str = "-4") -> list[dict[str, Any]]:
         return list(self.ip(family, "route", "show"))
@@ -109,7 +121,9 @@ class Node:
         }
 
     def write_subnet(self, text: str | None = None) -> None:
-        self.subnet_file.write_text(text if text is not None else K3S_SUBNET_ENV.format(x=self.subnet_x))
+        self.subnet_file.write_text(
+            text if text is not None else K3S_SUBNET_ENV.format(x=self.subnet_x)
+        )
 
     def conf(self, version: str = "1.0.0", **delegate: Any) -> dict[str, Any]:
         """The k3s flannel-shape config weft receives as the first plugin of cbr0."""
@@ -163,13 +177,26 @@ class Node:
     def add(self, pod: Netns, cid: str, conf: dict[str, Any] | None = None, **kw: Any) -> Outcome:
         return self.exec("ADD", conf or self.conf(), cid, pod.path, **kw)
 
-    def delete(self, pod: Netns | None, cid: str, conf: dict[str, Any] | None = None, **kw: Any) -> Outcome:
+    def delete(
+        self, pod: Netns | None, cid: str, conf: dict[str, Any] | None = None, **kw: Any
+    ) -> Outcome:
         return self.exec("DEL", conf or self.conf(), cid, pod.path if pod else "", **kw)
 
-    def check(self, pod: Netns, cid: str, prev: dict[str, Any], conf: dict[str, Any] | None = None, **kw: Any) -> Outcome:
+    def check(
+        self,
+        pod: Netns,
+        cid: str,
+        prev: dict[str, Any],
+        conf: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> Outcome:
         c = dict(conf or self.conf())
         c["prevResult"] = prev
         return self.exec("CHECK", c, cid, pod.path, **kw)
 
     def veths(self) -> list[str]:
-        return [n for n, link in self.ns.links().items() if link.get("linkinfo", {}).get("info_kind") == "veth"]
+        return [
+            n
+            for n, link in self.ns.links().items()
+            if link.get("linkinfo", {}).get("info_kind") == "veth"
+        ]

@@ -127,7 +127,9 @@ def test_del_after_netns_is_gone_frees_the_address(node: Node) -> None:
 
 def test_add_into_existing_ifname_fails_cleanly(node: Node) -> None:
     pod = node.pod()
-    pod.run("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0")  # no dummy module here
+    pod.run(
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "other0"
+    )  # no dummy module here
     e = err(node.add(pod, "c1"), 4)
     assert "eth0" in e["msg"]
     assert node.veths() == [] and node.reservations() == {}
@@ -136,7 +138,9 @@ def test_add_into_existing_ifname_fails_cleanly(node: Node) -> None:
 
 
 def test_exhaustion_on_a_slash_29(node: Node) -> None:
-    node.write_subnet("FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.5.1/29\nFLANNEL_MTU=1450\n")
+    node.write_subnet(
+        "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.5.1/29\nFLANNEL_MTU=1450\n"
+    )
     pods = [node.pod() for _ in range(6)]
     got = [ok(node.add(p, f"c{i}"))["ips"][0]["address"] for i, p in enumerate(pods[:5])]
     assert sorted(got) == [f"10.42.5.{n}/29" for n in range(2, 7)]
@@ -172,12 +176,16 @@ def test_dual_stack(node: Node) -> None:
 def test_force_address_after_subnet_change(node: Node) -> None:
     p1, p2 = node.pod(), node.pod()
     ok(node.add(p1, "c1"))
-    node.write_subnet("FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.9.1/24\nFLANNEL_MTU=1450\n")
+    node.write_subnet(
+        "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.9.1/24\nFLANNEL_MTU=1450\n"
+    )
     res = ok(node.add(p2, "c2"))
     assert res["ips"][0]["address"] == "10.42.9.2/24"
     assert node.ns.addrs("cni0") == ["10.42.9.1/24"]
     # without forceAddress the stale gateway is a clear error, and nothing is left behind
-    node.write_subnet("FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.10.1/24\nFLANNEL_MTU=1450\n")
+    node.write_subnet(
+        "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.10.1/24\nFLANNEL_MTU=1450\n"
+    )
     p3 = node.pod()
     e = err(node.add(p3, "c3", node.conf(forceAddress=False)), 7)
     assert "already has an IP address different from 10.42.10.1/24" in e["msg"]
@@ -258,16 +266,38 @@ def test_interoperates_with_reference_host_local_store(node: Node) -> None:
     """An operator can switch between weft and the reference on a running node."""
     pod_ref, pod_weft = node.pod(), node.pod()
     ref_conf = {
-        "cniVersion": "1.0.0", "name": "cbr0", "type": "bridge", "bridge": "cni0",
-        "isGateway": True, "isDefaultGateway": True, "hairpinMode": True, "forceAddress": True,
+        "cniVersion": "1.0.0",
+        "name": "cbr0",
+        "type": "bridge",
+        "bridge": "cni0",
+        "isGateway": True,
+        "isDefaultGateway": True,
+        "hairpinMode": True,
+        "forceAddress": True,
         "mtu": 1450,
-        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.42.0.0/24"}]],
-                 "routes": [{"dst": "10.42.0.0/16"}], "dataDir": str(node.data_dir)},
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": "10.42.0.0/24"}]],
+            "routes": [{"dst": "10.42.0.0/16"}],
+            "dataDir": str(node.data_dir),
+        },
     }
-    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ref1", "CNI_NETNS": pod_ref.path,
-           "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "PATH": os.environ["PATH"]}
-    subprocess.run(["ip", "netns", "exec", node.ns.name, "/usr/lib/cni/bridge"], input=json.dumps(ref_conf),
-                   text=True, env=env, check=True, capture_output=True)
+    env = {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "ref1",
+        "CNI_NETNS": pod_ref.path,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": "/usr/lib/cni",
+        "PATH": os.environ["PATH"],
+    }
+    subprocess.run(
+        ["ip", "netns", "exec", node.ns.name, "/usr/lib/cni/bridge"],
+        input=json.dumps(ref_conf),
+        text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     assert node.reservations() == {"10.42.0.2": b"ref1\r\neth0"}
     assert ok(node.add(pod_weft, "w1"))["ips"][0]["address"] == "10.42.0.3/24"
     ok(node.delete(pod_ref, "ref1"))  # weft releases a host-local reservation and its eth0

@@ -18,7 +18,10 @@ FLANNEL_MTU=1450
 FLANNEL_IPMASQ=true
 """
 DUAL = K3S + "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\nFLANNEL_IPV6_SUBNET=2001:cafe:42:3::1/64\n"
-V6 = "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\nFLANNEL_IPV6_SUBNET=2001:cafe:42:3::1/64\nFLANNEL_MTU=1430\n"
+V6 = (
+    "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\n"
+    "FLANNEL_IPV6_SUBNET=2001:cafe:42:3::1/64\nFLANNEL_MTU=1430\n"
+)
 
 # The member of k3s's stock conflist, as libcni hands it to the plugin.
 K3S_MEMBER: dict[str, Any] = {
@@ -88,7 +91,9 @@ def test_reference_bridge_shape() -> None:
         "mtu": 9000,
         "ipam": {
             "type": "host-local",
-            "ranges": [[{"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.10", "rangeEnd": "10.1.0.20"}]],
+            "ranges": [
+                [{"subnet": "10.1.0.0/24", "rangeStart": "10.1.0.10", "rangeEnd": "10.1.0.20"}]
+            ],
             "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}],
             "dataDir": "/tmp/d",
         },
@@ -104,7 +109,11 @@ def test_reference_bridge_shape() -> None:
 
 
 def test_legacy_host_local_subnet_form() -> None:
-    obj = {"cniVersion": "1.0.0", "name": "n", "ipam": {"type": "host-local", "subnet": "10.9.0.0/28"}}
+    obj = {
+        "cniVersion": "1.0.0",
+        "name": "n",
+        "ipam": {"type": "host-local", "subnet": "10.9.0.0/28"},
+    }
     assert parse_netconf(obj, None).ipam.range_sets[0].describe() == "10.9.0.2-10.9.0.14"
 
 
@@ -146,14 +155,26 @@ def test_decode_failure_is_code_6(raw: bytes) -> None:
 
 
 def test_overlapping_range_sets_refused() -> None:
-    obj = {"cniVersion": "1.0.0", "name": "n", "ipam": {"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/25"}]]}}
+    obj = {
+        "cniVersion": "1.0.0",
+        "name": "n",
+        "ipam": {"ranges": [[{"subnet": "10.0.0.0/24"}], [{"subnet": "10.0.0.0/25"}]]},
+    }
     with pytest.raises(InvalidConfig):
         parse_netconf(obj, None)
 
 
 def test_valid_attachments_and_prev_result() -> None:
-    prev = {"cniVersion": "1.0.0", "ips": [{"address": "10.42.3.2/24", "gateway": "10.42.3.1", "interface": 2}]}
-    c = flannel(**{"cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"}], "prevResult": prev})
+    prev = {
+        "cniVersion": "1.0.0",
+        "ips": [{"address": "10.42.3.2/24", "gateway": "10.42.3.1", "interface": 2}],
+    }
+    c = flannel(
+        **{
+            "cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"}],
+            "prevResult": prev,
+        }
+    )
     assert c.valid_attachments == (("a", "eth0"),)
     assert c.prev_result is not None and str(c.prev_result.ips[0].address) == "10.42.3.2/24"
     json.dumps(prev)

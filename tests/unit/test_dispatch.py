@@ -12,8 +12,13 @@ from cni.dispatch import Dispatcher, Request
 from cni.errors import CNIError, RangeExhausted
 
 CONF = {"cniVersion": "0.4.0", "name": "cbr0", "type": "weft"}
-ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/p",
-       "CNI_IFNAME": "eth0", "CNI_PATH": "/x"}
+ENV = {
+    "CNI_COMMAND": "ADD",
+    "CNI_CONTAINERID": "c1",
+    "CNI_NETNS": "/run/netns/p",
+    "CNI_IFNAME": "eth0",
+    "CNI_PATH": "/x",
+}
 
 
 def run(env: dict[str, str], stdin: bytes, handler: Any = None) -> tuple[int, Any, str]:
@@ -59,8 +64,11 @@ def test_cni_error_from_handler_is_not_rewrapped() -> None:
         raise RangeExhausted("no IP addresses available in range 10.42.0.2-10.42.0.254")
 
     rc, out, _ = run(ENV, json.dumps(CONF).encode(), boom)
-    assert rc == 1 and out == {"cniVersion": "0.4.0", "code": 100,
-                               "msg": "no IP addresses available in range 10.42.0.2-10.42.0.254"}
+    assert rc == 1 and out == {
+        "cniVersion": "0.4.0",
+        "code": 100,
+        "msg": "no IP addresses available in range 10.42.0.2-10.42.0.254",
+    }
 
 
 def test_unexpected_exception_is_999_with_traceback_on_stderr_only() -> None:

@@ -7,13 +7,24 @@ import ipaddress
 import pytest
 
 from cni.errors import InvalidConfig, InvalidEnv
-from cni.spec import SUPPORTED_VERSIONS, interface_name_problem, is_valid_id, parse_cni_args, read_env
+from cni.spec import (
+    SUPPORTED_VERSIONS,
+    interface_name_problem,
+    is_valid_id,
+    parse_cni_args,
+    read_env,
+)
 from cni.types import DNS, Interface, IPConfig, Result, Route, result_from_dict
 
 
 def env(**kw: str) -> dict[str, str]:
-    base = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "abc", "CNI_NETNS": "/run/netns/x",
-            "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin"}
+    base = {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "abc",
+        "CNI_NETNS": "/run/netns/x",
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": "/opt/cni/bin",
+    }
     base.update(kw)
     return base
 
@@ -59,12 +70,19 @@ def test_id_and_ifname_rules() -> None:
 
 
 RESULT = Result(
-    interfaces=(Interface("cni0", "aa:bb:cc:dd:ee:ff"), Interface("vethx", "11:22:33:44:55:66"),
-                Interface("eth0", "22:33:44:55:66:77", "/run/netns/p", 1450)),
-    ips=(IPConfig(ipaddress.ip_interface("10.42.0.2/24"), ipaddress.ip_address("10.42.0.1"), 2),
-         IPConfig(ipaddress.ip_interface("2001:db8::2/64"), ipaddress.ip_address("2001:db8::1"), 2)),
-    routes=(Route(ipaddress.ip_network("10.42.0.0/16"), ipaddress.ip_address("10.42.0.1")),
-            Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.42.0.1"))),
+    interfaces=(
+        Interface("cni0", "aa:bb:cc:dd:ee:ff"),
+        Interface("vethx", "11:22:33:44:55:66"),
+        Interface("eth0", "22:33:44:55:66:77", "/run/netns/p", 1450),
+    ),
+    ips=(
+        IPConfig(ipaddress.ip_interface("10.42.0.2/24"), ipaddress.ip_address("10.42.0.1"), 2),
+        IPConfig(ipaddress.ip_interface("2001:db8::2/64"), ipaddress.ip_address("2001:db8::1"), 2),
+    ),
+    routes=(
+        Route(ipaddress.ip_network("10.42.0.0/16"), ipaddress.ip_address("10.42.0.1")),
+        Route(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_address("10.42.0.1")),
+    ),
     dns=DNS(nameservers=("10.43.0.10",)),
 )
 
@@ -77,8 +95,12 @@ def test_result_is_emitted_in_exactly_the_requested_version(version: str) -> Non
     assert all(("version" in ip) == legacy for ip in d["ips"])
     if legacy:
         assert [ip["version"] for ip in d["ips"]] == ["4", "6"]
-    assert d["ips"][0] == {**({"version": "4"} if legacy else {}), "address": "10.42.0.2/24",
-                           "gateway": "10.42.0.1", "interface": 2}
+    assert d["ips"][0] == {
+        **({"version": "4"} if legacy else {}),
+        "address": "10.42.0.2/24",
+        "gateway": "10.42.0.1",
+        "interface": 2,
+    }
     assert d["interfaces"][2]["sandbox"] == "/run/netns/p"
     assert ("mtu" in d["interfaces"][2]) == (version == "1.1.0")
     assert d["dns"] == {"nameservers": ["10.43.0.10"]}
