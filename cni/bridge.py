@@ -136,6 +136,7 @@ def check_attachment(
     pod: Netlink,
     prev: Result,
     bridge_name: str,
+    host_veth: str,
     ifname: str,
     netns: str,
     hairpin: bool,
@@ -165,15 +166,17 @@ def check_attachment(
         raise CheckFailed(f"interface {ifname} MTU is {pod_link.mtu}, want {mtu}")
     if not pod_link.up:
         raise CheckFailed(f"interface {ifname} is down")
-    host_ifaces = [i for i in prev.interfaces if not i.sandbox and i.name != bridge_name]
-    for hi in host_ifaces:
-        hl = host.link_get(hi.name)
-        if hl is None:
-            raise CheckFailed(f"host veth {hi.name} not found")
-        if hl.master != bridge.index:
-            raise CheckFailed(f"host veth {hi.name} is not attached to {bridge_name}")
-        if hairpin and not hl.hairpin:
-            raise CheckFailed(f"host veth {hi.name} has hairpin mode off")
+    # Only our own host veth: later plugins of a chain add interfaces of their own
+    # (bandwidth's ifb device) to the result, and those are theirs to check.
+    if not any(i.name == host_veth for i in prev.interfaces):
+        raise CheckFailed(f"prevResult does not list the host veth {host_veth}")
+    hl = host.link_get(host_veth)
+    if hl is None:
+        raise CheckFailed(f"host veth {host_veth} not found")
+    if hl.master != bridge.index:
+        raise CheckFailed(f"host veth {host_veth} is not attached to {bridge_name}")
+    if hairpin and not hl.hairpin:
+        raise CheckFailed(f"host veth {host_veth} has hairpin mode off")
     have_addrs = {a.address for a in pod.addrs(pod_link.index)}
     for ip in prev.ips:
         if ip.address not in have_addrs:

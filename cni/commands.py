@@ -257,8 +257,20 @@ def cmd_check(req: Request) -> None:
                     owner = f"{env.container_id}/{env.ifname}"
                     raise CheckFailed(f"address {ip.address.ip} is not reserved for {owner}")
             with Netlink.open() as host, open_pod_netlink(pod_fd, env.netns) as pod:
+                record = store.get_attachment(env.container_id, env.ifname) or {}
+                host_veth = str(
+                    record.get("hostVeth") or host_veth_name(env.container_id, env.ifname)
+                )
                 bridge.check_attachment(
-                    host, pod, prev, conf.bridge, env.ifname, env.netns, conf.hairpin_mode, conf.mtu
+                    host,
+                    pod,
+                    prev,
+                    conf.bridge,
+                    host_veth,
+                    env.ifname,
+                    env.netns,
+                    conf.hairpin_mode,
+                    conf.mtu,
                 )
             if conf.ip_masq:
                 for version in {ip.address.version for ip in prev.ips}:

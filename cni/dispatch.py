@@ -68,12 +68,16 @@ class Dispatcher:
     def run(self) -> int:
         obj: dict[str, Any] | None = None
         try:
-            env = spec.read_env(self._getenv)
-            if env.command == "VERSION":
+            command = self._getenv("CNI_COMMAND") or ""
+            if command == "VERSION":
+                spec.read_env(self._getenv)
                 return self._version()
+            raw = self._stdin.read()
+            obj = _lenient(raw)  # so that even an env error answers in the config's version
+            env = spec.read_env(self._getenv)
             from cni.config import decode  # not needed for VERSION
 
-            obj = decode(self._stdin.read())
+            obj = decode(raw)
             version = spec.check_version(obj.get("cniVersion"))
             minimum = spec.MIN_VERSION.get(env.command)
             if minimum and spec.version_tuple(version) < spec.version_tuple(minimum):
@@ -118,6 +122,14 @@ class Dispatcher:
         self.log.error(f"code {err.code}: {err}")
         self._print(err.to_dict(_config_version(obj)))
         return 1
+
+
+def _lenient(raw: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def _str_or_none(v: object) -> str | None:

@@ -1,0 +1,1 @@
+"""End-to-end tests: a private containerd running busybox containers through CNI."""
