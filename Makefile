@@ -5,7 +5,8 @@ export WEFT_PYTHON := $(PYTHON)
 FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: deps build demo test test-unit test-kernel test-frozen lint typecheck clean
+.PHONY: deps build demo test test-unit test-kernel test-frozen test-e2e test-robustness lint typecheck clean \
+	conformance-driver conformance conformance-reference conformance-weft conformance-table
 
 deps:
 	@PYTHON=$(PYTHON) bash scripts/deps.sh
@@ -34,7 +35,40 @@ test-kernel: deps
 test-frozen: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/kernel
 
-test: deps lint typecheck test-unit test-kernel test-frozen
+# containerd end to end (root): a private containerd in a sandbox node, ctr run --cni, with
+# the frozen weft and with the reference chain.
+test-e2e: build
+	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/e2e
+
+# Concurrency, crashes, reboots, subnet changes, hostile input (issue 5), frozen binary.
+test-robustness: build
+	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/robustness
+
+# The CNI conformance suite, through libcni, against any plugin binary + conflist template.
+PLUGIN ?= $(FROZEN)
+CONFLIST ?= conformance/conflists/weft.conflist
+JUNIT ?= build/conformance/result.xml
+conformance-driver: deps
+	conformance/driver/build.sh
+
+conformance: conformance-driver
+	mkdir -p $(dir $(JUNIT))
+	$(PYTEST) conformance --plugin $(PLUGIN) --conflist $(CONFLIST) \
+		-p no:cacheprovider -q -rxXfE --junitxml=$(JUNIT)
+
+conformance-reference: conformance-driver
+	$(MAKE) --no-print-directory conformance PLUGIN=/usr/lib/cni/bridge \
+		CONFLIST=conformance/conflists/reference.conflist JUNIT=build/conformance/reference.xml
+
+conformance-weft: build conformance-driver
+	$(MAKE) --no-print-directory conformance PLUGIN=$(FROZEN) \
+		CONFLIST=conformance/conflists/weft.conflist JUNIT=build/conformance/weft.xml
+
+conformance-table: conformance-weft conformance-reference
+	$(PYTHON) conformance/table.py weft=build/conformance/weft.xml \
+		reference=build/conformance/reference.xml
+
+test: deps lint typecheck test-unit test-kernel test-frozen conformance-table test-e2e test-robustness
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

@@ -32,7 +32,7 @@ def ensure_bridge(nl: Netlink, name: str, mtu: int | None, promisc: bool) -> Lin
         raise BridgeConflict(f"{name!r} already exists but is not a bridge", f"kind={link.kind}")
     if (mtu and link.mtu != mtu) or not link.up or (promisc and not link.promisc):
         nl.link_set(
-            link.index,
+            link.ifindex,
             up=True,
             mtu=mtu if mtu and link.mtu != mtu else None,
             promisc=True if promisc else None,
@@ -49,7 +49,7 @@ def ensure_bridge_addresses(
     error without it, as in the reference bridge plugin."""
     if not wanted:
         return
-    present = [a.address for a in nl.addrs(bridge.index)]
+    present = [a.address for a in nl.addrs(bridge.ifindex)]
     for want in wanted:
         if want in present:
             continue
@@ -63,9 +63,9 @@ def ensure_bridge_addresses(
                     code=7,
                 )
             with contextlib.suppress(LinkNotFound):
-                nl.addr_del(bridge.index, have)
+                nl.addr_del(bridge.ifindex, have)
         with contextlib.suppress(Exists):
-            nl.addr_add(bridge.index, want)
+            nl.addr_add(bridge.ifindex, want)
 
 
 def create_veth(
@@ -78,20 +78,20 @@ def create_veth(
             "CNI_IFNAME must name a new interface",
         )
     try:
-        host.veth_add(plan.host_veth, plan.ifname, pod_netns_fd, plan.mtu, bridge.index)
+        host.veth_add(plan.host_veth, plan.ifname, pod_netns_fd, plan.mtu, bridge.ifindex)
     except Exists:
         # Our deterministic host name is taken: a leftover of an ADD for this very
         # (container, ifname) that died before it could record anything. It is ours.
         stale = host.link_get(plan.host_veth)
         if stale is None or stale.kind != "veth":
             raise
-        host.link_del(stale.index)
-        host.veth_add(plan.host_veth, plan.ifname, pod_netns_fd, plan.mtu, bridge.index)
+        host.link_del(stale.ifindex)
+        host.veth_add(plan.host_veth, plan.ifname, pod_netns_fd, plan.mtu, bridge.ifindex)
     link = host.link_get(plan.host_veth)
     if link is None:
         raise NetlinkFailure(f"veth {plan.host_veth} vanished right after creation")
     if plan.hairpin:
-        host.set_hairpin(link.index, True)
+        host.set_hairpin(link.ifindex, True)
     return link
 
 
@@ -101,11 +101,11 @@ def configure_pod(pod: Netlink, plan: AddPlan) -> Link:
     if link is None:
         raise NetlinkFailure(f"{plan.ifname} not found in the container after creation")
     for a in plan.addresses:
-        pod.addr_add(link.index, a.address)
-    pod.link_set(link.index, up=True)
+        pod.addr_add(link.ifindex, a.address)
+    pod.link_set(link.ifindex, up=True)
     for r in plan.routes:
         with contextlib.suppress(Exists):  # e.g. the kernel's own on-link subnet route
-            pod.route_add(r.dst, r.gw, link.index)
+            pod.route_add(r.dst, r.gw, link.ifindex)
     return pod.link_get(plan.ifname) or link
 
 
@@ -115,7 +115,7 @@ def delete_link(nl: Netlink, name: str) -> bool:
     if link is None:
         return False
     try:
-        nl.link_del(link.index)
+        nl.link_del(link.ifindex)
     except LinkNotFound:
         return False
     return True
@@ -173,17 +173,17 @@ def check_attachment(
     hl = host.link_get(host_veth)
     if hl is None:
         raise CheckFailed(f"host veth {host_veth} not found")
-    if hl.master != bridge.index:
+    if hl.master != bridge.ifindex:
         raise CheckFailed(f"host veth {host_veth} is not attached to {bridge_name}")
     if hairpin and not hl.hairpin:
         raise CheckFailed(f"host veth {host_veth} has hairpin mode off")
-    have_addrs = {a.address for a in pod.addrs(pod_link.index)}
+    have_addrs = {a.address for a in pod.addrs(pod_link.ifindex)}
     for ip in prev.ips:
         if ip.address not in have_addrs:
             raise CheckFailed(f"address {ip.address} not found on {ifname}")
     for version in sorted({r.dst.version for r in prev.routes}):
         have = pod.routes(version)
         for r in prev.routes:
-            if r.dst.version == version and not _route_present(r, have, pod_link.index):
+            if r.dst.version == version and not _route_present(r, have, pod_link.ifindex):
                 via = f" via {r.gw}" if r.gw else ""
                 raise CheckFailed(f"route {r.dst}{via} not found in {netns}")

@@ -124,6 +124,8 @@ def _delete_in_netns(netns: str, ifname: str) -> None:
 
 def _stale(store: DiskStore, conf: NetConf, current_boot: str, r: Reservation) -> bool:
     """A reservation from an earlier boot whose netns is gone: its pod cannot exist."""
+    if not r.ifname:  # host-local's legacy id-only record: not ours to judge
+        return False
     record = store.get_attachment(r.container_id, r.ifname)
     if record is None or record.get("bootID") in (None, current_boot):
         return False
@@ -132,6 +134,12 @@ def _stale(store: DiskStore, conf: NetConf, current_boot: str, r: Reservation) -
         return False
     teardown(store, conf, r.container_id, r.ifname, "", None)
     return True
+
+
+def _report_problems(store: DiskStore, req: Request) -> None:
+    """Foreign or corrupt files in the store are reported, never trusted, never fatal."""
+    for problem in store.problems:
+        req.log.warning(f"store: {problem}")
 
 
 # ---- ADD --------------------------------------------------------------------------------
@@ -186,6 +194,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         br = host.link_get(plan.bridge) or br
         result = build_result(plan, br.mac, veth.mac, pod_link.mac, env.netns, conf.dns)
         undo.pop_all()
+    _report_problems(store, req)
     req.log.info(
         f"ADD {env.container_id}/{env.ifname}: {', '.join(str(a.address) for a in allocs)}"
     )
@@ -316,9 +325,14 @@ def cmd_gc(req: Request) -> None:
     if not store.exists():
         return None
     with FileLock(store.lock_path, conf.lock_timeout), Netlink.open() as host:
-        owners = {(r.container_id, r.ifname) for r in store.reservations()}
+        reservations = store.reservations()
+        owners = {(r.container_id, r.ifname) for r in reservations if r.ifname}
         owners |= {(str(a["containerID"]), str(a["ifname"])) for a in store.attachments()}
+        valid_ids = {cid for cid, _ in valid}
         errors: list[str] = []
+        for r in reservations:  # host-local's legacy id-only records match any ifname
+            if not r.ifname and r.container_id not in valid_ids:
+                store.release(r.ip)
         for cid, ifname in sorted(owners - valid):
             try:
                 netns = str((store.get_attachment(cid, ifname) or {}).get("netns") or "")
@@ -326,6 +340,7 @@ def cmd_gc(req: Request) -> None:
                 req.log.info(f"GC released {cid}/{ifname}")
             except CNIError as e:
                 errors.append(f"{cid}/{ifname}: {e}")
+        _report_problems(store, req)
         if errors:
             raise CNIError("GC could not release every stale attachment", "; ".join(errors), code=5)
     return None

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cni.errors import DecodeFailure, InvalidConfig
 from cni.spec import check_version, interface_name_problem, is_valid_id
@@ -36,15 +35,13 @@ DEFAULT_LOCK_TIMEOUT = 60.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-@dataclass(frozen=True)
-class IPAMConf:
+class IPAMConf(NamedTuple):
     data_dir: str
     range_sets: tuple[RangeSet, ...]
     routes: tuple[Route, ...]
 
 
-@dataclass(frozen=True)
-class NetConf:
+class NetConf(NamedTuple):
     cni_version: str
     name: str
     type: str

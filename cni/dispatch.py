@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, NamedTuple, TextIO
 
 from cni import spec
 from cni.errors import CNIError, IncompatibleVersion
@@ -21,12 +20,11 @@ ABOUT = "weft: CNI plugin (veth + bridge + host-local IPAM from the flannel subn
 PLUGIN_VERSION = "0.1.0"
 
 
-@dataclass
-class Request:
+class Request(NamedTuple):
     env: spec.Env
     conf: dict[str, Any]
     log: Log
-    checkpoint: Callable[[str], None] = field(default=lambda step: None)
+    checkpoint: Callable[[str], None] = lambda step: None
 
 
 Handler = Callable[[Request], "dict[str, Any] | None"]

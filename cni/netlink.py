@@ -22,8 +22,7 @@ import os
 import socket
 import struct
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cni.errors import NetlinkFailure
 
@@ -94,9 +93,8 @@ def map_errno(err: int, what: str) -> NetlinkFailure:
     return NetlinkFailure(f"{what} failed", detail)
 
 
-@dataclass(frozen=True)
-class Link:
-    index: int
+class Link(NamedTuple):
+    ifindex: int
     name: str
     kind: str | None
     mtu: int
@@ -107,15 +105,13 @@ class Link:
     hairpin: bool | None  # bridge-port hairpin mode, None when not a bridge port
 
 
-@dataclass(frozen=True)
-class Addr:
-    index: int
+class Addr(NamedTuple):
+    ifindex: int
     address: IPInterface
     permanent: bool
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     dst: IPNetwork
     gateway: IPAddress | None
     oif: int | None
@@ -199,7 +195,7 @@ class Netlink:
                     hairpin = bool(mode) if mode is not None else None
         flags = m["flags"]
         return Link(
-            index=m["index"],
+            ifindex=m["index"],
             name=m.get_attr("IFLA_IFNAME"),
             kind=kind,
             mtu=m.get_attr("IFLA_MTU") or 0,

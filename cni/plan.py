@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cni.config import NetConf
 from cni.types import DNS, Interface, IPAddress, IPConfig, IPInterface, Result, Route
@@ -28,14 +28,12 @@ def masq_comment(network: str, container_id: str) -> str:
     return f"name: {network} id: {container_id}"
 
 
-@dataclass(frozen=True)
-class Allocated:
+class Allocated(NamedTuple):
     address: IPInterface
     gateway: IPAddress
 
 
-@dataclass(frozen=True)
-class AddPlan:
+class AddPlan(NamedTuple):
     bridge: str
     mtu: int | None
     host_veth: str

@@ -6,7 +6,7 @@ Pure: takes a ``getenv`` callable, imports nothing with side effects.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cni.errors import IncompatibleVersion, InvalidEnv
 
@@ -79,8 +79,7 @@ def parse_cni_args(raw: str) -> dict[str, str]:
     return out
 
 
-@dataclass(frozen=True)
-class Env:
+class Env(NamedTuple):
     command: str
     container_id: str
     netns: str

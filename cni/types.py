@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from cni.errors import DecodeFailure, InvalidConfig
 
@@ -13,29 +12,25 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
-@dataclass(frozen=True)
-class Interface:
+class Interface(NamedTuple):
     name: str
     mac: str = ""
     sandbox: str = ""
     mtu: int = 0
 
 
-@dataclass(frozen=True)
-class IPConfig:
+class IPConfig(NamedTuple):
     address: IPInterface
     gateway: IPAddress | None = None
     interface: int | None = None
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     dst: IPNetwork
     gw: IPAddress | None = None
 
 
-@dataclass(frozen=True)
-class DNS:
+class DNS(NamedTuple):
     nameservers: tuple[str, ...] = ()
     domain: str = ""
     search: tuple[str, ...] = ()
@@ -54,12 +49,11 @@ class DNS:
         return out
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     interfaces: tuple[Interface, ...] = ()
     ips: tuple[IPConfig, ...] = ()
     routes: tuple[Route, ...] = ()
-    dns: DNS = field(default_factory=DNS)
+    dns: DNS = DNS()
 
     def to_dict(self, version: str) -> dict[str, Any]:
         """The result as ``version`` of the spec prints it (0.3.x/0.4.0 carry ips[].version)."""

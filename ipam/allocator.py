@@ -1,0 +1,189 @@
+"""host-local's ``Allocator`` over a ``Store`` protocol.  Pure: the store does all I/O.
+
+``Allocator.get`` follows host-local's ``(*IPAllocator).Get``:
+
+1. if (container_id, ifname) already holds an address of this range set ->
+   :class:`cni.errors.DuplicateAllocation` (host-local does this only without a requested
+   IP; we do it in both cases, so a retried ADD cannot silently take a second address);
+2. a requested IP must lie in the set, must not be a gateway and must be free;
+3. otherwise walk :class:`ipam.ranges.RangeIter` from ``store.last_reserved_ip(range_id)``
+   and take the first address ``store.reserve`` accepts (one O_EXCL create per probe, so a
+   get() costs O(probes), never a scan of all reservations);
+4. when nothing is free and a ``reclaim`` callback is given, offer it every reservation of
+   this range set (``store.reservations()``, only on this slow path), release those it
+   approves and walk once more;
+5. still nothing -> :class:`cni.errors.RangeExhausted` with host-local's wording.
+
+The caller holds the store lock around get()/release().
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Protocol
+
+from cni.errors import DuplicateAllocation, InvalidConfig, RangeExhausted
+from ipam.ranges import IPAddress, RangeSet, parse_ip
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+class Reservation(tuple[IPAddress, str, str]):
+    """One reservation record (immutable).  ``ifname`` is "" for legacy id-only records.
+
+    Hand-written named tuples here: ``typing.NamedTuple`` costs ~0.1-0.25 ms per class at
+    import time (it exec()s generated code), these ~0.02 ms.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, ip: IPAddress, container_id: str, ifname: str) -> Reservation:
+        return tuple.__new__(cls, (ip, container_id, ifname))
+
+    @property
+    def ip(self) -> IPAddress:
+        return self[0]
+
+    @property
+    def container_id(self) -> str:
+        return self[1]
+
+    @property
+    def ifname(self) -> str:
+        return self[2]
+
+    def __repr__(self) -> str:
+        return f"Reservation(ip={self[0]!r}, container_id={self[1]!r}, ifname={self[2]!r})"
+
+
+class Allocation(tuple[IPInterface, IPAddress]):
+    """Result of :meth:`Allocator.get` (immutable): address with the range subnet's prefix,
+    and that range's gateway."""
+
+    __slots__ = ()
+
+    def __new__(cls, address: IPInterface, gateway: IPAddress) -> Allocation:
+        return tuple.__new__(cls, (address, gateway))
+
+    @property
+    def address(self) -> IPInterface:
+        return self[0]
+
+    @property
+    def gateway(self) -> IPAddress:
+        return self[1]
+
+    def __repr__(self) -> str:
+        return f"Allocation(address={self[0]!r}, gateway={self[1]!r})"
+
+
+class Store(Protocol):
+    """What the allocator needs from a reservation store (see ipam.store.DiskStore)."""
+
+    def reserve(self, container_id: str, ifname: str, ip: IPAddress, range_id: str) -> bool:
+        """Atomically claim ``ip``; False if already taken.  Records last_reserved_ip."""
+        ...
+
+    def last_reserved_ip(self, range_id: str) -> IPAddress | None: ...
+
+    def get_by_id(self, container_id: str, ifname: str) -> list[IPAddress]: ...
+
+    def release(self, ip: IPAddress) -> None:
+        """Idempotent."""
+        ...
+
+    def release_by_id(self, container_id: str, ifname: str) -> list[IPAddress]:
+        """Idempotent; returns the addresses it removed."""
+        ...
+
+    def reservations(self) -> list[Reservation]:
+        """Every valid record."""
+        ...
+
+
+def _iface(ip: IPAddress, prefixlen: int) -> IPInterface:
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ipaddress.IPv4Interface((ip, prefixlen))
+    return ipaddress.IPv6Interface((ip, prefixlen))
+
+
+def exhausted_message(range_set: RangeSet) -> str:
+    if len(range_set.ranges) == 1:
+        return f"no IP addresses available in range {range_set.describe()}"
+    return f"no IP addresses available in range set: {range_set.describe()}"
+
+
+class Allocator:
+    __slots__ = ("range_set", "store", "range_id")
+
+    def __init__(self, range_set: RangeSet, store: Store, range_id: str) -> None:
+        self.range_set = range_set
+        self.store = store
+        self.range_id = range_id
+
+    def get(
+        self,
+        container_id: str,
+        ifname: str,
+        requested_ip: str | IPAddress | None = None,
+        reclaim: Callable[[Reservation], bool] | None = None,
+    ) -> Allocation:
+        rs = self.range_set
+        store = self.store
+        for held in store.get_by_id(container_id, ifname):
+            if rs.contains(held) is not None:
+                raise DuplicateAllocation(
+                    f"{held} has been allocated to {container_id}, "
+                    "duplicate allocation is not allowed"
+                )
+
+        if requested_ip is not None:
+            ip = parse_ip(requested_ip, "requested IP")
+            r = rs.contains(ip)
+            if r is None:
+                raise InvalidConfig(
+                    "requested IP not usable",
+                    f"{ip} is not in range set {rs.describe()}",
+                )
+            if ip == r.gateway:
+                raise InvalidConfig(
+                    "requested IP not usable", f"requested ip {ip} is subnet's gateway"
+                )
+            if not store.reserve(container_id, ifname, ip, self.range_id):
+                raise DuplicateAllocation(
+                    f"requested IP address {ip} is not available in range set {rs.describe()}"
+                )
+            return Allocation(_iface(ip, r.subnet.prefixlen), r.gateway)
+
+        got = self._walk(container_id, ifname)
+        if got is None and reclaim is not None and self._reclaim(reclaim):
+            got = self._walk(container_id, ifname)
+        if got is None:
+            raise RangeExhausted(exhausted_message(rs))
+        return got
+
+    def _walk(self, container_id: str, ifname: str) -> Allocation | None:
+        store = self.store
+        it = self.range_set.iterate(store.last_reserved_ip(self.range_id))
+        for ip in it:
+            if store.reserve(container_id, ifname, ip, self.range_id):
+                r = it.range
+                assert r is not None
+                return Allocation(_iface(ip, r.subnet.prefixlen), r.gateway)
+        return None
+
+    def _reclaim(self, reclaim: Callable[[Reservation], bool]) -> bool:
+        freed = False
+        rs = self.range_set
+        for res in self.store.reservations():
+            if rs.contains(res.ip) is not None and reclaim(res):
+                self.store.release(res.ip)
+                freed = True
+        return freed
+
+    def release(self, container_id: str, ifname: str) -> list[IPAddress]:
+        """Release everything (container_id, ifname) holds in this store (as host-local)."""
+        return self.store.release_by_id(container_id, ifname)

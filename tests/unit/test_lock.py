@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cni.errors import IO_FAILURE, TRY_AGAIN_LATER, IOFailure, TryAgainLater
+from ipam.lock import FileLock
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+hold = float(sys.argv[2])
+if hold < 0:
+    sys.stdin.read()
+else:
+    time.sleep(hold)
+"""
+
+
+def hold_lock(path: str, seconds: float = -1) -> subprocess.Popen[str]:
+    """A separate process holding flock(LOCK_EX) until stdin closes (or for ``seconds``)."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, path, str(seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout is not None
+    assert p.stdout.readline().strip() == "locked"
+    return p
+
+
+@pytest.fixture
+def lock_path(tmp_path: Path) -> Iterator[str]:
+    yield str(tmp_path / "net" / "lock")
+
+
+def test_acquire_creates_parent_and_file(lock_path: str) -> None:
+    with FileLock(lock_path, 1.0) as lk:
+        assert lk.locked
+        assert os.path.isfile(lock_path)
+        assert os.stat(lock_path).st_mode & 0o777 == 0o644
+    assert not lk.locked
+
+
+def test_bounded_wait_raises_try_again_later(lock_path: str) -> None:
+    os.makedirs(os.path.dirname(lock_path))
+    holder = hold_lock(lock_path)
+    try:
+        t = time.monotonic()
+        with pytest.raises(TryAgainLater) as ei, FileLock(lock_path, 0.3):
+            pytest.fail("lock must not be acquired while another process holds it")
+        waited = time.monotonic() - t
+    finally:
+        holder.communicate("")
+    assert ei.value.code == TRY_AGAIN_LATER
+    assert lock_path in str(ei.value) and "0.3s" in str(ei.value)
+    assert 0.3 <= waited < 0.6
+    # released by the holder's exit: acquirable again
+    with FileLock(lock_path, 0.5) as lk:
+        assert lk.locked
+
+
+def test_waits_and_gets_lock_when_holder_releases(lock_path: str) -> None:
+    os.makedirs(os.path.dirname(lock_path))
+    holder = hold_lock(lock_path, 0.2)
+    try:
+        t = time.monotonic()
+        with FileLock(lock_path, 5.0) as lk:
+            waited = time.monotonic() - t
+            assert lk.locked
+    finally:
+        holder.wait()
+    assert 0.1 < waited < 1.0
+
+
+def test_abandoned_wait_leaks_neither_lock_nor_fd(lock_path: str) -> None:
+    os.makedirs(os.path.dirname(lock_path))
+    fds_before = len(os.listdir("/proc/self/fd"))
+    holder = hold_lock(lock_path)
+    try:
+        with pytest.raises(TryAgainLater), FileLock(lock_path, 0.1):
+            pytest.fail("unreachable")
+        assert len(os.listdir("/proc/self/fd")) == fds_before + 3  # helper's fd + 2 pipes
+    finally:
+        holder.communicate("")  # holder exits; the abandoned helper gets, drops and closes
+    deadline = time.monotonic() + 5
+    while len(os.listdir("/proc/self/fd")) != fds_before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    with FileLock(lock_path, 0) as lk:  # zero timeout: must be free right now
+        assert lk.locked
+
+
+def test_hand_over_is_prompt(lock_path: str) -> None:
+    """The waiter blocks in flock(): it gets the lock as soon as the holder lets go."""
+    os.makedirs(os.path.dirname(lock_path))
+    holder = hold_lock(lock_path)
+    assert holder.stdin is not None
+    lk = FileLock(lock_path, 10.0)
+    got: list[float] = []
+
+    def waiter() -> None:
+        lk.acquire()
+        got.append(time.monotonic())
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.2)
+    assert not got
+    released = time.monotonic()
+    holder.stdin.close()  # holder exits -> kernel releases its flock
+    holder.wait()
+    t.join(5)
+    assert got and got[0] - released < 0.5
+    lk.release()
+
+
+def test_zero_timeout_is_a_single_try(lock_path: str) -> None:
+    os.makedirs(os.path.dirname(lock_path))
+    holder = hold_lock(lock_path)
+    try:
+        with pytest.raises(TryAgainLater), FileLock(lock_path, 0):
+            pytest.fail("unreachable")
+    finally:
+        holder.communicate("")
+
+
+def test_acquire_after_release_and_not_reentrant(lock_path: str) -> None:
+    lk = FileLock(lock_path, 0.05)
+    lk.acquire()
+    with pytest.raises(TryAgainLater):
+        FileLock(lock_path, 0.05).acquire()  # same process, other open file: waits
+    with pytest.raises(IOFailure, match="already held"):
+        lk.acquire()
+    lk.release()
+    lk.release()  # idempotent
+    lk.acquire()
+    assert lk.locked
+    lk.release()
+
+
+def test_other_errors_are_io_failure(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(IOFailure) as ei:
+        FileLock(str(tmp_path / "file" / "lock"), 0.1).acquire()  # parent is a file
+    assert ei.value.code == IO_FAILURE
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(IOFailure):
+        FileLock(str(tmp_path / "dir"), 0.1).acquire()  # a directory: O_RDWR fails
+
+
+def test_uncontended_cost_well_under_1ms(lock_path: str) -> None:
+    with FileLock(lock_path, 1.0):
+        pass
+    n = 200
+    t = time.perf_counter()
+    for _ in range(n):
+        with FileLock(lock_path, 1.0):
+            pass
+    per = (time.perf_counter() - t) / n
+    assert per < 0.0005, f"{per * 1e6:.0f} us per acquire+release"
