@@ -5,21 +5,39 @@ export WEFT_PYTHON := $(PYTHON)
 FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: deps build demo test test-unit test-kernel test-frozen test-e2e test-robustness lint typecheck clean \
+.PHONY: deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-e2e test-robustness lint typecheck clean \
 	conformance-driver conformance conformance-reference conformance-weft conformance-table
 
 deps:
 	@PYTHON=$(PYTHON) bash scripts/deps.sh
 
 build: deps
-	$(PYTHON) -m PyInstaller --noconfirm --clean --log-level WARN --distpath dist --workpath build packaging/weft.spec
+	PYTHON="$(PYTHON)" packaging/build.sh
+
+# make install [DESTDIR=...] [PREFIX=/opt/cni] [CNI_BIN_DIR=$(PREFIX)/bin]
+#              [CNI_CONF_DIR=/etc/cni/net.d] [WEFT_LIB_DIR=$(CNI_BIN_DIR)/weft.d]
+# installs dist/weft as weft.d/, the entry point CNI_BIN_DIR/weft and 10-weft.conflist;
+# uninstall removes exactly what the install manifest lists. (install never builds, so a
+# `sudo make install` does not run PyInstaller as root: run `make build` first.)
+DESTDIR ?=
+PREFIX ?= /opt/cni
+CNI_BIN_DIR ?= $(PREFIX)/bin
+CNI_CONF_DIR ?= /etc/cni/net.d
+WEFT_LIB_DIR ?= $(CNI_BIN_DIR)/weft.d
+INSTALL_VARS = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" CNI_BIN_DIR="$(CNI_BIN_DIR)" \
+	CNI_CONF_DIR="$(CNI_CONF_DIR)" WEFT_LIB_DIR="$(WEFT_LIB_DIR)"
+
+install:
+	$(INSTALL_VARS) packaging/install.sh
+
+uninstall:
+	$(INSTALL_VARS) packaging/uninstall.sh
 
 demo: build
 	bash scripts/demo.sh
 
 lint: deps
 	$(PYTHON) -m ruff check cni ipam tests conformance bench packaging
-	$(PYTHON) -m ruff format --check cni ipam || true
 
 typecheck: deps
 	$(PYTHON) -m mypy --strict cni ipam
@@ -34,6 +52,10 @@ test-kernel: deps
 # The same kernel tests against the frozen binary: what ships is what is tested.
 test-frozen: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/kernel
+
+# The frozen binary as a runtime sees it: VERSION, symlinked entry point, install/uninstall.
+test-packaging: build
+	WEFT_DIST=$(CURDIR)/dist/weft $(PYTEST) -q tests/packaging
 
 # containerd end to end (root): a private containerd in a sandbox node, ctr run --cni, with
 # the frozen weft and with the reference chain.
@@ -68,7 +90,8 @@ conformance-table: conformance-weft conformance-reference
 	$(PYTHON) conformance/table.py weft=build/conformance/weft.xml \
 		reference=build/conformance/reference.xml
 
-test: deps lint typecheck test-unit test-kernel test-frozen conformance-table test-e2e test-robustness
+test: deps lint typecheck test-unit test-kernel test-frozen test-packaging conformance-table test-e2e \
+	test-robustness
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

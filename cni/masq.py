@@ -31,6 +31,8 @@ def tool_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
         env["LD_LIBRARY_PATH"] = env.pop("LD_LIBRARY_PATH_ORIG")
     elif getattr(sys, "frozen", False):
         env.pop("LD_LIBRARY_PATH", None)
+    for key in [k for k in env if k.startswith("_PYI_")]:
+        del env[key]  # PyInstaller's bootloader state, meaningless to (or confusing) a child
     return env
 
 

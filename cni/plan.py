@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from typing import NamedTuple
 
 from cni.config import NetConf
+from cni.digest import sha256_hex
 from cni.types import DNS, Interface, IPAddress, IPConfig, IPInterface, Result, Route
 
 DEFAULT_V4 = ipaddress.ip_network("0.0.0.0/0")
@@ -15,13 +15,13 @@ DEFAULT_V6 = ipaddress.ip_network("::/0")
 
 def host_veth_name(container_id: str, ifname: str) -> str:
     """Deterministic host-side veth name (15 chars), so DEL and crash recovery find it."""
-    digest = hashlib.sha256(f"{container_id}\0{ifname}".encode()).hexdigest()
+    digest = sha256_hex(f"{container_id}\0{ifname}".encode())
     return "veth" + digest[:11]
 
 
 def masq_chain(network: str, container_id: str) -> str:
     """Per-container masquerade chain, like the reference's CNI-<hash> (28 chars max)."""
-    return "WEFT-" + hashlib.sha256(f"{network}\0{container_id}".encode()).hexdigest()[:20]
+    return "WEFT-" + sha256_hex(f"{network}\0{container_id}".encode())[:20]
 
 
 def masq_comment(network: str, container_id: str) -> str:

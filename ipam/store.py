@@ -33,6 +33,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from cni.digest import sha256_hex
 from cni.errors import InvalidConfig, IOFailure
 from ipam.allocator import Reservation
 from ipam.ranges import IPAddress
@@ -113,18 +114,6 @@ def _io_error(what: str, path: str, e: OSError) -> IOFailure:
 
 def _tmp_name() -> str:
     return f"{TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
-
-
-def _sha256_hex(data: bytes) -> str:
-    # The builtin _sha256 module costs ~1 ms to import, hashlib (OpenSSL) ~4.5 ms.
-    try:
-        import _sha256  # type: ignore[import-not-found]
-
-        return str(_sha256.sha256(data).hexdigest())
-    except ImportError:  # pragma: no cover - other Python versions
-        import hashlib
-
-        return hashlib.sha256(data).hexdigest()
 
 
 class DiskStore:
@@ -385,7 +374,7 @@ class DiskStore:
     def _attachment_path(self, container_id: str, ifname: str) -> str:
         validate_container_id(container_id)
         validate_ifname(ifname)
-        h = _sha256_hex(f"{container_id}\n{ifname}".encode())
+        h = sha256_hex(f"{container_id}\n{ifname}".encode())
         return os.path.join(self.dir, ATTACH_DIR, h + ".json")
 
     def put_attachment(self, container_id: str, ifname: str, record: dict[str, Any]) -> None:
@@ -468,7 +457,7 @@ class DiskStore:
                     continue
                 cid, ifn = rec["containerID"], rec["ifname"]
                 if not (is_valid_id(cid) and is_valid_ifname(ifn)) or name != (
-                    _sha256_hex(f"{cid}\n{ifn}".encode()) + ".json"
+                    sha256_hex(f"{cid}\n{ifn}".encode()) + ".json"
                 ):
                     self._problem(entry.path, "attachment record does not match its name")
                     continue

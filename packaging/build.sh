@@ -1,0 +1,41 @@
+#!/bin/sh
+# Freeze weft with PyInstaller into dist/weft/ (onedir: bootloader dist/weft/weft + _internal/).
+#
+#   packaging/build.sh                 # what `make build` runs
+#   PYTHON=/path/to/python3 packaging/build.sh
+#   DISTDIR=/tmp/x WORKDIR=/tmp/w packaging/build.sh   # elsewhere (tests, benchmarks)
+#
+# Variants for measurement only (see packaging/weft.spec): WEFT_ONEFILE=1, WEFT_NOARCHIVE=0,
+# WEFT_OPTIMIZE=0|1|2, WEFT_NAME=...
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+PYTHON=${PYTHON:-/root/.pyenv/versions/3.11.7/bin/python3}
+[ -x "$PYTHON" ] || PYTHON=python3
+DISTDIR=${DISTDIR:-$root/dist}
+WORKDIR=${WORKDIR:-$root/build/pyinstaller}
+
+"$PYTHON" -c 'import PyInstaller, pyroute2' 2>/dev/null || {
+    echo "build.sh: $PYTHON needs PyInstaller>=6 and pyroute2 (pip install -e '.[dev]')" >&2
+    exit 1
+}
+# PYTHONOPTIMIZE etc. from the caller's env would change the analysis; PYTHONDONTWRITEBYTECODE
+# keeps the source tree clean.
+env -u PYTHONOPTIMIZE PYTHONDONTWRITEBYTECODE=1 "$PYTHON" -m PyInstaller \
+    --noconfirm --clean --log-level "${PYI_LOG_LEVEL:-WARN}" \
+    --distpath "$DISTDIR" --workpath "$WORKDIR" \
+    "$here/weft.spec"
+
+name=${WEFT_NAME:-weft}
+if [ "${WEFT_ONEFILE:-0}" = 1 ]; then
+    out="$DISTDIR/$name"
+else
+    out="$DISTDIR/$name/$name"
+fi
+# smoke: the frozen binary must answer VERSION (no network, no env beyond CNI_COMMAND)
+v=$(env -i CNI_COMMAND=VERSION "$out" </dev/null)
+case "$v" in
+*supportedVersions*) ;;
+*) echo "build.sh: frozen $out did not answer VERSION: $v" >&2; exit 1 ;;
+esac
+echo "built $out"
