@@ -9,16 +9,18 @@ concurrent ADD and DEL of the same container end fully there or fully gone).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from contextlib import ExitStack
 from typing import Any
 
-from cni import bridge, masq, sysctl
+from cni import bridge, sysctl
 from cni.config import NetConf, parse_netconf, subnet_file_path
 from cni.dispatch import Request
 from cni.errors import (
     CheckFailed,
     CNIError,
+    DuplicateAllocation,
     InvalidConfig,
     IOFailure,
     NotAvailable,
@@ -105,6 +107,8 @@ def teardown(
         {ip.version for ip in reserved} if (record or {}).get("ipMasq", conf.ip_masq) else set()
     )
     if masq_versions:
+        from cni import masq  # subprocess: only when there is a rule to remove
+
         masq.teardown(conf.name, container_id, masq_versions)
     store.release_by_id(container_id, ifname)
     store.delete_attachment(container_id, ifname)
@@ -157,6 +161,13 @@ def cmd_add(req: Request) -> dict[str, Any]:
         current_boot = boot_id()
         for ip in store.get_by_id(env.container_id, env.ifname):  # a leftover from before a reboot?
             _stale(store, conf, current_boot, Reservation(ip, env.container_id, env.ifname))
+        held_ips = store.get_by_id(env.container_id, env.ifname)
+        if held_ips:  # checked before any undo exists: a refused ADD must not free them
+            raise DuplicateAllocation(
+                f"{held_ips[0]} has been allocated to {env.container_id}/{env.ifname}, "
+                "duplicate allocation is not allowed",
+                "run DEL first",
+            )
         allocs = _allocate(store, conf, env.container_id, env.ifname, current_boot, undo)
         plan = plan_add(conf, env.container_id, env.ifname, allocs)
         store.put_attachment(
@@ -185,6 +196,8 @@ def cmd_add(req: Request) -> dict[str, Any]:
         if conf.is_gateway:
             _forwarding({a.address.version for a in allocs})
         if plan.ip_masq:
+            from cni import masq  # subprocess: only with ipMasq
+
             undo.callback(
                 masq.teardown, conf.name, env.container_id, {a.address.version for a in allocs}
             )
@@ -204,12 +217,13 @@ def cmd_add(req: Request) -> dict[str, Any]:
 def _allocate(
     store: DiskStore, conf: NetConf, cid: str, ifname: str, current_boot: str, undo: ExitStack
 ) -> list[Allocated]:
-    allocs = []
-    undo.callback(store.release_by_id, cid, ifname)
+    allocs: list[Allocated] = []
     for i, rs in enumerate(conf.ipam.range_sets):
         got = Allocator(rs, store, str(i)).get(
             cid, ifname, reclaim=lambda r: _stale(store, conf, current_boot, r)
         )
+        if not allocs:  # (cid, ifname) held nothing before (checked by the caller)
+            undo.callback(store.release_by_id, cid, ifname)
         allocs.append(Allocated(got.address, got.gateway))
     return allocs
 
@@ -234,18 +248,34 @@ def _forwarding(versions: set[int]) -> None:
 def cmd_del(req: Request) -> None:
     env, conf = req.env, load_conf(req, need_subnet=False)
     store = DiskStore(conf.ipam.data_dir, conf.name)
-    if not store.exists():
-        # Nothing was ever recorded here (or the operator wiped the store): clean what the
-        # deterministic names can still find.
-        with Netlink.open() as host:
-            bridge.delete_link(host, host_veth_name(env.container_id, env.ifname))
-        if env.netns:
-            _delete_in_netns(env.netns, env.ifname)
-        return None
     with FileLock(store.lock_path, conf.lock_timeout):
-        teardown(store, conf, env.container_id, env.ifname, env.netns, None)
+        if store.get_attachment(env.container_id, env.ifname) or store.get_by_id(
+            env.container_id, env.ifname
+        ):
+            teardown(store, conf, env.container_id, env.ifname, env.netns, None)
+        elif not _was_used(store):
+            _sweep_unrecorded(conf, env.container_id, env.ifname, env.netns)
     req.log.info(f"DEL {env.container_id}/{env.ifname}")
     return None
+
+
+def _was_used(store: DiskStore) -> bool:
+    """Has this store recorded anything ever (a last_reserved_ip file survives releases)?"""
+    return any(name.startswith("last_reserved_ip.") for name in os.listdir(store.dir))
+
+
+def _sweep_unrecorded(conf: NetConf, container_id: str, ifname: str, netns: str) -> None:
+    """The store was wiped (or never written): remove what the deterministic names can
+    still find — host veth, the pod's ifname, the masquerade chain."""
+    with Netlink.open() as host:
+        bridge.delete_link(host, host_veth_name(container_id, ifname))
+    if netns:
+        _delete_in_netns(netns, ifname)
+    from cni import masq
+
+    for version in (4, 6):
+        with contextlib.suppress(masq.ToolMissing):  # no iptables for it: no rule either
+            masq.teardown(conf.name, container_id, {version})
 
 
 # ---- CHECK ------------------------------------------------------------------------------
@@ -282,6 +312,8 @@ def cmd_check(req: Request) -> None:
                     conf.mtu,
                 )
             if conf.ip_masq:
+                from cni import masq
+
                 for version in {ip.address.version for ip in prev.ips}:
                     if not masq.present(conf.name, env.container_id, version):
                         raise CheckFailed(

@@ -123,6 +123,20 @@ def _net(value: Any, field: str) -> IPNetwork:
         ) from None
 
 
+def _path_problem(path: str) -> str | None:
+    """dataDir must be a plain absolute path: checked before anything touches the disk."""
+    if not path.startswith("/"):
+        return f"{path[:100]!r} is not an absolute path"
+    if "\0" in path or len(path) > 4000:
+        return "contains NUL or is too long"
+    parts = path.split("/")
+    if ".." in parts or "." in parts:
+        return f"{path[:100]!r} has a '.' or '..' component"
+    if any(len(p) > 255 for p in parts):
+        return "a path component is longer than 255 bytes"
+    return None
+
+
 def _range(spec: dict[str, Any], field: str) -> Range:
     if not isinstance(spec, dict):
         raise InvalidConfig(f"invalid network configuration: {field}", "expected object")
@@ -169,10 +183,9 @@ def _ipam(ipam: dict[str, Any], ranges: list[list[Range]], extra_routes: list[Ro
             f"{ipam_type!r}: weft implements host-local IPAM only",
         )
     data_dir = _get(ipam, "dataDir", str, DEFAULT_DATA_DIR, "ipam.")
-    if not data_dir.startswith("/") or "\0" in data_dir:
-        raise InvalidConfig(
-            "invalid network configuration: ipam.dataDir", "must be an absolute path"
-        )
+    problem = _path_problem(data_dir)
+    if problem:
+        raise InvalidConfig("invalid network configuration: ipam.dataDir", problem)
     sets = []
     for i, rs in enumerate(ranges):
         try:

@@ -36,6 +36,10 @@ def tool_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+class ToolMissing(MasqFailure):
+    """iptables (or ip6tables) is not installed."""
+
+
 def _run(argv: list[str], stdin: str = "") -> str:
     try:
         proc = subprocess.run(
@@ -47,6 +51,8 @@ def _run(argv: list[str], stdin: str = "") -> str:
             timeout=60,
             check=False,
         )
+    except FileNotFoundError as e:
+        raise ToolMissing(f"cannot run {argv[0]}", str(e)) from None
     except (OSError, subprocess.TimeoutExpired) as e:
         raise MasqFailure(f"cannot run {argv[0]}", str(e)) from None
     if proc.returncode != 0:

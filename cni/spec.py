@@ -19,7 +19,7 @@ MIN_VERSION = {"CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"}
 
 _ID_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _ID_REST = _ID_FIRST | frozenset("_.-")
-MAX_ID_LEN = 1024  # a path component must fit; libcni has no bound, the filesystem does
+MAX_ID_LEN = 255  # it names files in the store: one path component (NAME_MAX)
 
 
 def version_tuple(v: str) -> tuple[int, int, int]:

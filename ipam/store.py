@@ -348,17 +348,18 @@ class DiskStore:
         match, legacy = self._matchers(container_id, ifname)
         out: list[IPAddress] = []
         for name, path, data in self._entries():
-            content = data.strip()
-            if content in (match, legacy):
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    continue
-                except OSError as e:
-                    raise _io_error("releasing", path, e) from None
-                ip = self._name_to_ip(name, path)
-                if ip is not None:
-                    out.append(ip)
+            if data.strip() not in (match, legacy):
+                continue
+            ip = self._name_to_ip(name, path)
+            if ip is None:  # not a reservation, whatever it contains: never ours to delete
+                continue
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise _io_error("releasing", path, e) from None
+            out.append(ip)
         return out
 
     def reservations(self) -> list[Reservation]:

@@ -7,6 +7,7 @@ read back with iproute2 (``ip -j``), an oracle independent of the plugin.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -23,6 +24,13 @@ FLANNEL_SUBNET=10.42.{x}.1/24
 FLANNEL_MTU=1450
 FLANNEL_IPMASQ=true
 """
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        return str(ipaddress.ip_address(name)) == name
+    except ValueError:
+        return False
 
 
 def sh(
@@ -111,14 +119,11 @@ class Node:
         return self.data_dir / network
 
     def reservations(self, network: str = "cbr0") -> dict[str, bytes]:
+        """Reservation files, as host-local defines them: named by an address (canonical)."""
         d = self.store_dir(network)
         if not d.exists():
             return {}
-        return {
-            p.name: p.read_bytes()
-            for p in d.iterdir()
-            if p.is_file() and p.name != "lock" and not p.name.startswith(("last_reserved_ip", "."))
-        }
+        return {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and _is_ip(p.name)}
 
     def write_subnet(self, text: str | None = None) -> None:
         self.subnet_file.write_text(

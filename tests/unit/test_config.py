@@ -178,3 +178,12 @@ def test_valid_attachments_and_prev_result() -> None:
     assert c.valid_attachments == (("a", "eth0"),)
     assert c.prev_result is not None and str(c.prev_result.ips[0].address) == "10.42.3.2/24"
     json.dumps(prev)
+
+
+@pytest.mark.parametrize(
+    "data_dir", ["relative/x", "/a/../b", "/a/./b", "/a/" + "d" * 256, "/a\0b"]
+)
+def test_data_dir_must_be_a_plain_absolute_path(data_dir: str) -> None:
+    with pytest.raises(InvalidConfig) as e:
+        flannel(ipam={"dataDir": data_dir})
+    assert "ipam.dataDir" in str(e.value)

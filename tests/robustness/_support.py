@@ -1,0 +1,238 @@
+"""Shared helpers for the robustness suite: oracles (``ip -j``, iptables-save, directory
+listings), outcome checks and the figures the suite reports.
+
+Everything here reads state; nothing creates network objects outside the Node sandbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.netns import Netns, Node, Outcome, delete_netns, new_netns
+
+# figure name -> number; printed at the end of the run and written to figures.json
+FIGURES: dict[str, int] = {}
+
+TRACEBACK_MARKERS = ("Traceback (most recent call last)", 'File "/')
+
+
+def bump(key: str, n: int = 1) -> None:
+    FIGURES[key] = FIGURES.get(key, 0) + n
+
+
+def killed(rc: int) -> bool:
+    """SIGKILL as seen through ``ip netns exec`` (which execs the plugin: -9) or a shell (137)."""
+    return rc in (-9, 137)
+
+
+def subnet_env(cidr: str, mtu: int = 1450, ipmasq: bool = True) -> str:
+    return (
+        "FLANNEL_NETWORK=10.42.0.0/16\n"
+        f"FLANNEL_SUBNET={cidr}\n"
+        f"FLANNEL_MTU={mtu}\n"
+        f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}\n"
+    )
+
+
+# ---- outcome checks ---------------------------------------------------------------------
+class Malformed(AssertionError):
+    """The plugin printed something that is not a CNI result / CNI error."""
+
+
+def parse_stdout(o: Outcome) -> dict[str, Any] | None:
+    """The JSON object on stdout (None when stdout is empty); Malformed otherwise."""
+    for marker in TRACEBACK_MARKERS:
+        if marker in o.stdout:
+            raise Malformed(f"traceback on stdout: {o.stdout[:400]!r}")
+    if not o.stdout.strip():
+        return None
+    try:
+        obj = json.loads(o.stdout)
+    except ValueError as e:
+        raise Malformed(f"stdout is not JSON ({e}): {o.stdout[:400]!r}") from None
+    if not isinstance(obj, dict):
+        raise Malformed(f"stdout is not a JSON object: {o.stdout[:400]!r}")
+    return obj
+
+
+def expect_error(o: Outcome, code: int | None = None) -> dict[str, Any]:
+    """A CNI error: non-zero exit, JSON object with int code (not 999) and str msg."""
+    assert o.rc != 0, f"expected failure, got rc 0: {o.stdout[:400]!r}"
+    assert o.rc > 0, f"plugin died by signal {-o.rc}: {o.stderr[-800:]!r}"
+    obj = parse_stdout(o)
+    assert obj is not None, f"failure without error JSON (rc {o.rc}); stderr {o.stderr[-800:]!r}"
+    assert isinstance(obj.get("code"), int) and not isinstance(obj["code"], bool), obj
+    assert isinstance(obj.get("msg"), str) and obj["msg"], obj
+    assert obj["code"] != 999, f"code 999 (internal error) for bad input: {obj}"
+    if code is not None:
+        assert obj["code"] == code, obj
+    return obj
+
+
+def expect_result(o: Outcome) -> dict[str, Any]:
+    """A successful ADD: rc 0 and a result with interfaces and ips."""
+    assert o.rc == 0, f"rc {o.rc}: stdout {o.stdout[:600]!r} stderr {o.stderr[-800:]!r}"
+    obj = parse_stdout(o)
+    assert obj is not None and isinstance(obj.get("ips"), list) and obj["ips"], o.stdout
+    return obj
+
+
+def expect_ok_empty(o: Outcome) -> None:
+    """A successful DEL/STATUS/GC: rc 0, nothing (or only whitespace) on stdout."""
+    assert o.rc == 0, f"rc {o.rc}: stdout {o.stdout[:600]!r} stderr {o.stderr[-800:]!r}"
+    assert not o.stdout.strip(), o.stdout
+
+
+def result_ip(result: dict[str, Any]) -> str:
+    return str(result["ips"][0]["address"]).split("/")[0]
+
+
+def host_veth(result: dict[str, Any]) -> str:
+    return str(result["interfaces"][1]["name"])
+
+
+# ---- kernel and store oracles -------------------------------------------------------------
+def node_veths(node: Node) -> set[str]:
+    return set(node.veths())
+
+
+def pod_links(pod: Netns) -> set[str]:
+    """Interface names in a pod netns other than lo ({} when the netns is gone)."""
+    if not os.path.exists(pod.path):
+        return set()
+    return {n for n in pod.links() if n != "lo"}
+
+
+def pod_addr(pod: Netns, dev: str = "eth0") -> list[str]:
+    return [a.split("/")[0] for a in pod.addrs(dev)]
+
+
+def nat_dump(node: Node) -> str:
+    return node.ns.run("iptables-save", "-t", "nat").stdout
+
+
+def nat_mentions(node: Node, cid: str) -> list[str]:
+    """Rules/chains of the node's nat table that belong to ``cid`` (comment or chain)."""
+    chain = "WEFT-" + hashlib.sha256(f"cbr0\0{cid}".encode()).hexdigest()[:20]
+    return [
+        ln for ln in nat_dump(node).splitlines()
+        if f"id: {cid}\"" in ln or f"id: {cid} " in ln or chain in ln
+    ]
+
+
+def weft_nat_lines(node: Node) -> list[str]:
+    return [ln for ln in nat_dump(node).splitlines() if "WEFT-" in ln]
+
+
+def records(node: Node, network: str = "cbr0") -> dict[str, dict[str, Any]]:
+    """Attachment records by file name (unparseable ones as {"<raw>": text})."""
+    d = node.store_dir(network) / ".weft"
+    out: dict[str, dict[str, Any]] = {}
+    if not d.is_dir():
+        return out
+    for p in d.iterdir():
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        try:
+            out[p.name] = json.loads(p.read_bytes())
+        except ValueError:
+            out[p.name] = {"<raw>": p.read_bytes().decode("latin-1")}
+    return out
+
+
+def owners(node: Node, network: str = "cbr0") -> dict[str, str]:
+    """Reservation file name -> owner (content, bytes decoded)."""
+    return {k: v.decode("latin-1") for k, v in node.reservations(network).items()}
+
+
+def reserved_by(node: Node, cid: str, ifname: str = "eth0") -> list[str]:
+    want = f"{cid}\r\n{ifname}"
+    return [ip for ip, who in owners(node).items() if who.strip() in (want, cid)]
+
+
+def records_for(node: Node, cid: str) -> list[dict[str, Any]]:
+    return [r for r in records(node).values() if r.get("containerID") == cid]
+
+
+def tree(root: Path) -> dict[str, str]:
+    """relative path -> 'dir' | 'link:<target>' | sha256 of the content, for a whole tree."""
+    out: dict[str, str] = {}
+    if not root.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            p = Path(dirpath, d)
+            out[str(p.relative_to(root))] = "link:" + os.readlink(p) if p.is_symlink() else "dir"
+        for f in filenames:
+            p = Path(dirpath, f)
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = "link:" + os.readlink(p)
+            else:
+                try:
+                    out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+                except OSError as e:
+                    out[rel] = f"unreadable:{e.errno}"
+    return out
+
+
+def assert_gone(node: Node, pod: Netns | None, cid: str, ifname: str = "eth0") -> None:
+    """Nothing of (cid, ifname) is left: veth, pod interface, reservation, record, nat."""
+    name = "veth" + hashlib.sha256(f"{cid}\0{ifname}".encode()).hexdigest()[:11]
+    assert name not in node_veths(node), f"host veth {name} of {cid} left in the node"
+    if pod is not None:
+        assert ifname not in pod_links(pod), f"{ifname} left in the pod netns of {cid}"
+    assert not reserved_by(node, cid, ifname), f"reservation left for {cid}: {owners(node)}"
+    assert not records_for(node, cid), f"attachment record left for {cid}"
+    assert not nat_mentions(node, cid), f"nat rules left for {cid}: {nat_mentions(node, cid)}"
+
+
+def assert_there(node: Node, pod: Netns, cid: str, ip: str, ifname: str = "eth0") -> None:
+    """(cid, ifname) fully attached: host veth on cni0, pod ifname with ``ip``, reservation."""
+    name = "veth" + hashlib.sha256(f"{cid}\0{ifname}".encode()).hexdigest()[:11]
+    links = node.ns.links()
+    assert name in links, f"host veth {name} of {cid} missing"
+    assert links[name].get("master") == "cni0", links[name]
+    assert ifname in pod_links(pod), f"{ifname} missing in pod of {cid}"
+    assert pod_addr(pod, ifname) == [ip], (pod_addr(pod, ifname), ip)
+    assert reserved_by(node, cid, ifname) == [ip], owners(node)
+    assert len(records_for(node, cid)) == 1
+
+
+@contextmanager
+def extra_node(tmp: Path, subnet: str | None = None) -> Iterator[Node]:
+    """A second sandbox node (prefix ``wr``) for tests that need several."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    n = Node(new_netns("wr"), tmp)
+    n.write_subnet(subnet)
+    try:
+        yield n
+    finally:
+        for p in n.pods:
+            delete_netns(p)
+        delete_netns(n.ns)
+
+
+def run_bounded(node: Node, command: str, conf: dict[str, Any], cid: str, netns: str,
+                timeout: float, ifname: str = "eth0") -> tuple[Outcome, float]:
+    """Like ``node.exec`` but with our own hang bound; returns (outcome, seconds)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
+        "CNI_IFNAME": ifname, "CNI_PATH": "/usr/lib/cni",
+    }
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["ip", "netns", "exec", node.ns.name, node.plugin], input=json.dumps(conf).encode(),
+        capture_output=True, env=env, timeout=timeout,
+    )
+    took = time.monotonic() - t0
+    return Outcome(proc.returncode, proc.stdout.decode(), proc.stderr.decode()), took

@@ -1,0 +1,449 @@
+"""Issue 5, hostile and broken input. Property-based (hypothesis) runs of the real plugin
+binary with random / mutated CNI_* environments, stdin, subnet files and store contents:
+every run prints one well-formed CNI result or CNI error JSON object on stdout (int
+``code``, str ``msg``; never a traceback, never code 999 for bad input) and leaves nothing
+behind. Path traversal through the container ID, network name, ifname or dataDir is
+refused before anything touches the disk.
+
+Bounded: ~130 plugin runs by default across the properties (WEFT_FUZZ_SCALE=<n> multiplies,
+WEFT_SOAK=1 = x5). Inputs are kept inside the sandbox: absolute paths the fuzzer invents
+are re-rooted under the test's temp dir, /proc, /run, /var, /sys, /dev never appear.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.netns import Node, Outcome
+from tests.robustness._support import (
+    FIGURES,
+    Malformed,
+    bump,
+    expect_error,
+    expect_ok_empty,
+    expect_result,
+    node_veths,
+    owners,
+    parse_stdout,
+    pod_links,
+    records,
+    result_ip,
+    tree,
+    weft_nat_lines,
+)
+
+pytestmark = pytest.mark.root
+
+SCALE = int(os.environ.get("WEFT_FUZZ_SCALE", "5" if os.environ.get("WEFT_SOAK") == "1" else "1"))
+BASE = "fuzz-baseline-pod"
+FORBIDDEN = ("proc", "/run", "/var", "/sys", "/dev", "/etc", "/opt", "netns")
+
+
+def _settings(n: int) -> settings:
+    return settings(
+        max_examples=n * SCALE,
+        deadline=None,
+        database=None,
+        derandomize=os.environ.get("WEFT_FUZZ_RANDOM") != "1",
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                               HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
+
+
+# ---- the sandbox: one node with a baseline pod whose state must never change ----------
+class Sandbox:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.base_pod = node.pod()
+        self.target = node.pod()  # the netns fuzzed ADDs may use
+        expect_result(node.add(self.base_pod, BASE))
+        self.baseline = self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        files = {
+            k: v for k, v in tree(self.node.tmp).items()
+            if v != "dir" and not Path(k).name.startswith(("last_reserved_ip", ".tmp-", "lock"))
+            and not k.startswith("fz/")  # log files the fuzzer may have pointed at
+        }
+        return {
+            "veths": node_veths(self.node),
+            "owners": owners(self.node),
+            "records": sorted(records(self.node)),
+            "base": pod_links(self.base_pod),
+            "target": pod_links(self.target),
+            "nat": weft_nat_lines(self.node),
+            "files": files,
+        }
+
+    def judge(self, out: Outcome, command: str) -> dict[str, Any] | None:
+        """Well-formedness of one run; counts what it sees. Returns the success object."""
+        bump("fuzz.inputs_tried")
+        try:
+            obj = parse_stdout(out)
+        except Malformed:
+            bump("fuzz.tracebacks_or_garbage_on_stdout")
+            raise
+        if out.rc == 0:
+            if command == "ADD":
+                return expect_result(out)
+            if command == "VERSION":
+                assert obj is not None and "supportedVersions" in obj
+                return None
+            expect_ok_empty(out)
+            return None
+        if obj is not None and obj.get("code") == 999:
+            bump("fuzz.code_999")
+        expect_error(out)
+        return None
+
+    def settle(self, out: Outcome, command: str, conf: Any, env: dict[str, str],
+               drop: tuple[str, ...] = ()) -> None:
+        """Judge the run, undo a successful ADD as the runtime would, compare the state."""
+        ok = self.judge(out, command)
+        if ok is not None:
+            bump("fuzz.accepted_adds")
+            rest = {k: v for k, v in env.items() if k != "CNI_COMMAND"}
+            dele = self.node.exec("DEL", conf, env=rest, drop=drop,
+                                  cid=env.get("CNI_CONTAINERID", ""),
+                                  netns=env.get("CNI_NETNS", ""),
+                                  ifname=env.get("CNI_IFNAME", "eth0"))
+            assert dele.rc == 0, f"DEL after a successful ADD failed: {dele.stdout}"
+        now = self.snapshot()
+        assert now == self.baseline, _diff(self.baseline, now)
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> str:
+    return "; ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b.get(k))
+
+
+@pytest.fixture
+def sandbox(node: Node) -> Sandbox:
+    return Sandbox(node)
+
+
+# ---- strategies -------------------------------------------------------------------------
+TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
+               max_size=40)
+SAFE_TEXT = TEXT.filter(lambda s: not any(f in s for f in FORBIDDEN))
+JSON_LEAF = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
+    SAFE_TEXT, st.sampled_from(["", "10.42.0.0/24", "1.1.0", "eth0", "cni0", "-1", "0"]),
+)
+JSON = st.recursive(JSON_LEAF, lambda c: st.one_of(st.lists(c, max_size=3),
+                                                   st.dictionaries(SAFE_TEXT, c, max_size=3)),
+                    max_leaves=6)
+
+
+def _valid_id() -> str:
+    return "fz-" + uuid.uuid4().hex[:12]
+
+
+# ---- 1. the environment -----------------------------------------------------------------
+@given(data=st.data())
+@settings(_settings(30))
+def test_fuzzed_environment(sandbox: Sandbox, data: st.DataObject) -> None:
+    node, tmp = sandbox.node, sandbox.node.tmp
+    env = {
+        "CNI_COMMAND": data.draw(st.one_of(
+            st.sampled_from(["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION", "add", "",
+                             "ADD\n", "DEL "]), SAFE_TEXT)),
+        "CNI_CONTAINERID": data.draw(st.one_of(
+            st.builds(_valid_id), SAFE_TEXT, st.sampled_from(["../x", "a/b", "..", ".", "-a"]),
+            st.integers(200, 1100).map(lambda n: "c" * n))),
+        "CNI_NETNS": data.draw(st.one_of(
+            st.just(sandbox.target.path), st.just(""), st.just("relative/ns"),
+            st.just(str(tmp / "missing")), st.just(str(tmp / "subnet.env")), st.just(str(tmp)),
+            SAFE_TEXT.map(lambda s: str(tmp / "fz") + "/" + s))),
+        "CNI_IFNAME": data.draw(st.one_of(
+            st.sampled_from(["eth0", "net1", "..", ".", "a/b", "x" * 16, "eth 0", "lo", ""]),
+            SAFE_TEXT)),
+        "CNI_ARGS": data.draw(st.one_of(st.just(""), st.just("IgnoreUnknown=1;K8S_POD=a"),
+                                        SAFE_TEXT)),
+        "CNI_PATH": data.draw(st.sampled_from(["/usr/lib/cni", "", "x"])),
+    }
+    drop = tuple(data.draw(st.lists(st.sampled_from(sorted(env)), max_size=2, unique=True)))
+    conf = node.conf()
+    out = node.exec(env["CNI_COMMAND"], conf, env=env, drop=drop)
+    sandbox.settle(out, env["CNI_COMMAND"] if "CNI_COMMAND" not in drop else "", conf, env, drop)
+
+
+# ---- 2. stdin -------------------------------------------------------------------------
+@given(raw=st.one_of(
+    st.binary(max_size=300),
+    st.sampled_from([b"", b"{", b"[]", b"null", b"1", b'"x"', b'{"cniVersion": 1}',
+                     b'\xef\xbb\xbf{"cniVersion":"1.0.0"}', b'{"cniVersion":"1.0.0"} junk']),
+    JSON.map(lambda v: json.dumps(v).encode()),
+))
+@settings(_settings(12))
+def test_fuzzed_stdin_bytes(sandbox: Sandbox, raw: bytes) -> None:
+    env = {"CNI_CONTAINERID": _valid_id(), "CNI_NETNS": sandbox.target.path}
+    out = sandbox.node.exec("ADD", raw, cid=env["CNI_CONTAINERID"], netns=env["CNI_NETNS"])
+    sandbox.settle(out, "ADD", raw.decode("latin-1"), env)
+
+
+# ---- 3. mutated configs ------------------------------------------------------------------
+DELEGATE_KEYS = ["hairpinMode", "forceAddress", "isDefaultGateway", "isGateway", "ipMasq",
+                 "mtu", "bridge", "promiscMode", "dns"]
+PATHS: list[tuple[str, ...]] = [
+    ("cniVersion",), ("name",), ("type",), ("subnetFile",), ("ipam",), ("ipam", "dataDir"),
+    ("ipam", "routes"), ("ipam", "type"), ("ipam", "ranges"), ("ipam", "subnet"),
+    ("delegate",), ("lockTimeout",), ("logLevel",), ("logFile",), ("prevResult",),
+    ("cni.dev/valid-attachments",), ("runtimeConfig",), ("dns",),
+    *[("delegate", k) for k in DELEGATE_KEYS],
+]
+PATHLIKE = {("ipam", "dataDir"), ("logFile",), ("subnetFile",)}
+
+
+def _mutate(conf: dict[str, Any], path: tuple[str, ...], value: Any, delete: bool,
+            tmp: Path) -> None:
+    parent: Any = conf
+    for key in path[:-1]:
+        if not isinstance(parent.get(key), dict):
+            parent[key] = {}
+        parent = parent[key]
+    if delete:
+        parent.pop(path[-1], None)
+        return
+    if path in PATHLIKE and isinstance(value, str) and value.startswith("/"):
+        value = str(tmp / "fz") + value  # never outside the sandbox
+    parent[path[-1]] = value
+
+
+def _keep_in_sandbox(conf: dict[str, Any], node: Node) -> None:
+    """Defaults would point at the machine's /var/lib/cni and /run/flannel: never let them."""
+    ipam = conf.get("ipam")
+    if ipam is None or (isinstance(ipam, dict) and ipam.get("dataDir") is None):
+        conf["ipam"] = dict(ipam or {}, dataDir=str(node.data_dir))
+    if conf.get("subnetFile") in (None, ""):
+        conf["subnetFile"] = str(node.subnet_file)
+
+
+@given(
+    muts=st.lists(st.tuples(st.sampled_from(PATHS), JSON, st.booleans()), min_size=1,
+                  max_size=3),
+    command=st.sampled_from(["ADD", "ADD", "ADD", "DEL", "CHECK", "STATUS", "GC"]),
+    version=st.sampled_from(["1.0.0", "1.1.0", "0.4.0"]),
+)
+@settings(_settings(40))
+def test_fuzzed_config_types(
+    sandbox: Sandbox, muts: list[tuple[tuple[str, ...], Any, bool]], command: str, version: str
+) -> None:
+    node = sandbox.node
+    conf = node.conf(version)
+    for path, value, delete in muts:
+        _mutate(conf, path, copy.deepcopy(value), delete, node.tmp)
+    _keep_in_sandbox(conf, node)
+    va = conf.get("cni.dev/valid-attachments")
+    if command == "GC" and isinstance(va, list):  # GC may sweep, but not the baseline pod
+        va.append({"containerID": BASE, "ifname": "eth0"})
+    env = {"CNI_CONTAINERID": _valid_id(), "CNI_NETNS": sandbox.target.path}
+    out = node.exec(command, conf, cid=env["CNI_CONTAINERID"], netns=env["CNI_NETNS"])
+    sandbox.settle(out, command, conf, env)
+
+
+# ---- 4. subnet files ---------------------------------------------------------------------
+KEYS = ["FLANNEL_NETWORK", "FLANNEL_SUBNET", "FLANNEL_MTU", "FLANNEL_IPMASQ",
+        "FLANNEL_IPV6_NETWORK", "FLANNEL_IPV6_SUBNET", "OTHER", "export FLANNEL_SUBNET", ""]
+VALUES = st.one_of(
+    st.sampled_from(["10.42.0.0/16", "10.42.3.1/24", "10.42.3.1/29", "10.43.0.1/24",
+                     "10.42.0.1/31", "10.42.0.1", "1450", "0", "99999", "true", "false",
+                     "'10.42.3.1/24'", '"1400"', "\"x'", "", "fd00::/56", "fd00::1/64",
+                     "10.42.3.1/24,10.42.4.1/24"]),
+    SAFE_TEXT,
+)
+LINE = st.one_of(
+    st.builds(lambda k, v: f"{k}={v}", st.sampled_from(KEYS), VALUES),
+    st.sampled_from(["# comment", "", "   ", "=", "FLANNEL_SUBNET"]),
+    SAFE_TEXT,
+)
+
+
+@given(lines=st.lists(LINE, max_size=7), junk=st.binary(max_size=8),
+       command=st.sampled_from(["ADD", "ADD", "STATUS"]))
+@settings(_settings(25))
+def test_fuzzed_subnet_file(sandbox: Sandbox, lines: list[str], junk: bytes,
+                            command: str) -> None:
+    node = sandbox.node
+    good = node.subnet_file.read_bytes()
+    body = ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass") + junk
+    try:
+        node.subnet_file.write_bytes(body)
+        version = "1.1.0"
+        env = {"CNI_CONTAINERID": _valid_id(), "CNI_NETNS": sandbox.target.path}
+        conf = node.conf(version)
+        out = node.exec(command, conf, cid=env["CNI_CONTAINERID"], netns=env["CNI_NETNS"])
+        if command == "STATUS" and out.rc != 0:
+            assert expect_error(out)["code"] == 50
+        sandbox.judge(out, command)
+        if out.rc == 0 and command == "ADD":
+            bump("fuzz.accepted_adds")
+            expect_ok_empty(node.exec("DEL", conf, env["CNI_CONTAINERID"], env["CNI_NETNS"]))
+    finally:
+        node.subnet_file.write_bytes(good)
+    now = sandbox.snapshot()
+    assert now == sandbox.baseline, _diff(sandbox.baseline, now)
+
+
+# ---- 5. store contents -------------------------------------------------------------------
+NAME = st.one_of(
+    st.integers(10, 250).map(lambda i: f"10.42.0.{i}"),
+    st.sampled_from(["last_reserved_ip.0", "last_reserved_ip.1", "10.42.0.010", "::1",
+                     "10.42.0.1", "10.42.0.255", ".weft/x.json", "junk"]),
+    st.text("abcdef0123456789.-_:", min_size=1, max_size=20).filter(
+        lambda s: s not in (".", "..", "lock") and not s.startswith(".tmp-")),
+)
+CONTENT = st.one_of(
+    st.binary(max_size=64),
+    st.sampled_from([b"", b"\r\n", b"x\r\neth0", b"x\r\n", f"{BASE}\r\neth1".encode(),
+                     b"10.42.0.77", b"not json", b'{"containerID": 1}', b"a" * 5000]),
+)
+
+
+@given(files=st.lists(st.tuples(NAME, CONTENT, st.sampled_from(["file", "file", "dir",
+                                                                 "link"])),
+                      min_size=1, max_size=4, unique_by=lambda t: t[0]))
+@settings(_settings(12))
+def test_fuzzed_store_contents(sandbox: Sandbox, files: list[tuple[str, bytes, str]]) -> None:
+    """Random files in the store: other pods still ADD (to an address no planted file
+    sits on) and DEL, the planted files are left as they were."""
+    node = sandbox.node
+    store = node.store_dir()
+    planted: list[Path] = []
+    outside = node.tmp / "fz" / "outside-target"
+    outside.parent.mkdir(exist_ok=True)
+    outside.write_bytes(b"x\r\neth0")
+    try:
+        for name, content, kind in files:
+            p = store / name
+            if p.exists() or p.is_symlink():
+                continue
+            p.parent.mkdir(exist_ok=True)
+            if kind == "dir":
+                p.mkdir()
+            elif kind == "link":
+                p.symlink_to(outside)
+            else:
+                p.write_bytes(content)
+            planted.append(p)
+        before = {p.name: tree(store).get(str(p.relative_to(store))) for p in planted}
+        cid, pod = _valid_id(), sandbox.target
+        out = node.exec("ADD", node.conf(), cid, pod.path)
+        res = sandbox.judge(out, "ADD")
+        assert res is not None, "planted store files made ADD of an unrelated pod fail"
+        assert result_ip(res) not in {p.name for p in planted}
+        ipaddress.ip_address(result_ip(res))
+        bump("fuzz.accepted_adds")
+        expect_ok_empty(node.exec("DEL", node.conf(), cid, pod.path))
+        bump("fuzz.inputs_tried")
+        after = {p.name: tree(store).get(str(p.relative_to(store))) for p in planted}
+        for name in before:
+            if not name.startswith("last_reserved_ip"):
+                assert after[name] == before[name], f"{name} changed"
+    finally:
+        for p in planted:
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()
+            else:
+                p.unlink(missing_ok=True)
+    now = sandbox.snapshot()
+    assert now == sandbox.baseline, _diff(sandbox.baseline, now)
+
+
+# ---- 6. path traversal -------------------------------------------------------------------
+LONG = "a" * 300
+TRAVERSAL: list[tuple[str, str, str, str, str]] = [
+    # (case id, container id, ifname, network name, dataDir relative to tmp ("" = default))
+    ("cid-dotdot", "../../escape", "eth0", "cbr0", ""),
+    ("cid-inner-dotdot", "a/../../escape", "eth0", "cbr0", ""),
+    ("cid-absolute", "/escape", "eth0", "cbr0", ""),
+    ("cid-dot-dot", "..", "eth0", "cbr0", ""),
+    ("cid-300", LONG, "eth0", "cbr0", ""),
+    ("cid-1100", "a" * 1100, "eth0", "cbr0", ""),
+    ("ifname-dotdot", _valid_id(), "../x", "cbr0", ""),
+    ("ifname-slash", _valid_id(), "a/b", "cbr0", ""),
+    ("ifname-dot-dot", _valid_id(), "..", "cbr0", ""),
+    ("ifname-16", _valid_id(), "x" * 16, "cbr0", ""),
+    ("name-dotdot", _valid_id(), "eth0", "../escape", ""),
+    ("name-slash", _valid_id(), "eth0", "a/b", ""),
+    ("name-dot-dot", _valid_id(), "eth0", "..", ""),
+    ("name-nul", _valid_id(), "eth0", "a\x00b", ""),
+    ("name-300", _valid_id(), "eth0", "n" * 300, ""),
+    ("datadir-dotdot", _valid_id(), "eth0", "cbr0", "sandbox/../escape"),
+    ("datadir-relative", _valid_id(), "eth0", "cbr0", "<relative>"),
+    ("datadir-nul", _valid_id(), "eth0", "cbr0", "sandbox/x\x00y"),
+    ("datadir-long-component", _valid_id(), "eth0", "cbr0", "sandbox/" + "d" * 300),
+]
+
+
+@pytest.mark.parametrize(("cid", "ifname", "name", "data_dir"),
+                         [c[1:] for c in TRAVERSAL], ids=[c[0] for c in TRAVERSAL])
+@pytest.mark.parametrize("command", ["ADD", "DEL"])
+def test_path_traversal_refused_before_touching_disk(
+    node: Node, command: str, cid: str, ifname: str, name: str, data_dir: str
+) -> None:
+    pod = node.pod()
+    conf = node.conf()
+    conf["name"] = name
+    if data_dir == "<relative>":
+        conf["ipam"] = {"dataDir": "relative/networks"}
+    else:
+        conf["ipam"] = {"dataDir": str(node.tmp / (data_dir or "sandbox/networks"))}
+    before = tree(node.tmp)
+    cwd_before = set(os.listdir("."))
+    out = node.exec(command, conf, cid, pod.path, ifname=ifname)
+    bump("fuzz.traversal_inputs")
+    try:
+        obj = parse_stdout(out)
+    except Malformed:
+        bump("fuzz.tracebacks_or_garbage_on_stdout")
+        raise
+    if command == "ADD" or out.rc != 0:
+        if obj is not None and obj.get("code") == 999:
+            bump("fuzz.code_999")
+        expect_error(out)  # ADD: refused; DEL: success (nothing to do) or a clean error
+    else:
+        expect_ok_empty(out)
+    assert tree(node.tmp) == before, f"created: {sorted(set(tree(node.tmp)) - set(before))}"
+    assert not (node.tmp / "escape").exists()
+    assert set(os.listdir(".")) == cwd_before
+    assert pod_links(pod) == set() and node_veths(node) == set()
+
+
+def test_nul_in_environment_cannot_reach_the_plugin() -> None:
+    """NUL cannot be passed in CNI_* (execve strings end at NUL): documented, and checked
+    where it can arrive -- JSON strings (name/dataDir cases above)."""
+    with pytest.raises(ValueError):
+        os.execve("/bin/true", ["/bin/true"], {"CNI_CONTAINERID": "a\x00b"})
+    assert FIGURES is not None
+
+
+def test_corrupt_store_files_are_reported(node: Node) -> None:
+    """A corrupt or foreign file in the store is reported (stderr or logFile), so the
+    operator can find it -- by the commands that scan the whole store (STATUS, GC)."""
+    pod = node.pod()
+    expect_result(node.add(pod, "reported-pod"))
+    store = node.store_dir()
+    (store / "10.42.0.77").write_bytes(b"\xff\xfegarbage")
+    (store / "10.42.0.078").write_bytes(b"someone\r\neth0")
+    log = node.tmp / "weft.log"
+    conf = node.conf("1.1.0")
+    conf["logFile"] = str(log)
+    conf["logLevel"] = "debug"
+    status = node.exec("STATUS", conf)
+    expect_ok_empty(status)  # not fatal
+    gc = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "reported-pod",
+                                                      "ifname": "eth0"}]})
+    expect_ok_empty(node.exec("GC", gc))
+    said = status.stderr + (log.read_text() if log.exists() else "")
+    for name in ("10.42.0.77", "10.42.0.078"):
+        assert name in said, f"corrupt store file {name} was not reported: {said[-600:]!r}"
