@@ -5,7 +5,7 @@ export WEFT_PYTHON := $(PYTHON)
 FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-e2e test-robustness lint typecheck clean \
+.PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-e2e test-robustness lint typecheck clean \
 	conformance-driver conformance conformance-reference conformance-weft conformance-table
 
 deps:
@@ -90,8 +90,21 @@ conformance-table: conformance-weft conformance-reference
 	$(PYTHON) conformance/table.py weft=build/conformance/weft.xml \
 		reference=build/conformance/reference.xml
 
+# Benchmark: the frozen weft vs the reference Go bridge + host-local, side by side (root).
+# Results: bench/results/latest.{md,json}, latency.png. Fails only on correctness.
+WEFT ?= $(FROZEN)
+bench: build
+	$(PYTHON) bench/bench.py --weft $(WEFT)
+
+bench-quick: build
+	$(PYTHON) bench/bench.py --quick --weft $(WEFT) --out-dir /tmp/weft-bench-quick
+
+# The benchmark harness's own correctness (quick mode, no timing assertions).
+test-bench: build
+	WEFT_PLUGIN=$(WEFT) $(PYTEST) -q bench/test_smoke.py
+
 test: deps lint typecheck test-unit test-kernel test-frozen test-packaging conformance-table test-e2e \
-	test-robustness
+	test-robustness test-bench
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
