@@ -159,9 +159,13 @@ def cmd_add(req: Request) -> dict[str, Any]:
         host = held.enter_context(Netlink.open())
         pod = held.enter_context(open_pod_netlink(pod_fd, env.netns))
         current_boot = boot_id()
-        for ip in store.get_by_id(env.container_id, env.ifname):  # a leftover from before a reboot?
-            _stale(store, conf, current_boot, Reservation(ip, env.container_id, env.ifname))
         held_ips = store.get_by_id(env.container_id, env.ifname)
+        stale = [
+            _stale(store, conf, current_boot, Reservation(ip, env.container_id, env.ifname))
+            for ip in held_ips
+        ]  # leftovers from before a reboot are reclaimed
+        if any(stale):
+            held_ips = store.get_by_id(env.container_id, env.ifname)
         if held_ips:  # checked before any undo exists: a refused ADD must not free them
             raise DuplicateAllocation(
                 f"{held_ips[0]} has been allocated to {env.container_id}/{env.ifname}, "
