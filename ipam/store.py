@@ -317,20 +317,22 @@ class DiskStore:
             self._problem(path, f"content {data[:60]!r} is not an IP address, ignored")
             return None
 
+    def _owned(self, container_id: str, ifname: str) -> Iterator[tuple[IPAddress, str]]:
+        """(address, path) of every reservation file of (container_id, ifname), legacy
+        id-only records included; files not named by an address are never matched."""
+        match, legacy = self._matchers(container_id, ifname)
+        for name, path, data in self._entries():
+            if data.strip() in (match, legacy):
+                ip = self._name_to_ip(name, path)
+                if ip is not None:
+                    yield ip, path
+
     def get_by_id(self, container_id: str, ifname: str) -> list[IPAddress]:
         """Addresses held by (container_id, ifname), legacy id-only records included.
 
         Cost: one scandir + one open/read/close per reservation file.
         """
-        match, legacy = self._matchers(container_id, ifname)
-        out: list[IPAddress] = []
-        for name, path, data in self._entries():
-            content = data.strip()
-            if content in (match, legacy):
-                ip = self._name_to_ip(name, path)
-                if ip is not None:
-                    out.append(ip)
-        return out
+        return [ip for ip, _ in self._owned(container_id, ifname)]
 
     def release(self, ip: IPAddress) -> None:
         if not isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address):
@@ -345,14 +347,8 @@ class DiskStore:
 
     def release_by_id(self, container_id: str, ifname: str) -> list[IPAddress]:
         """Remove every record of (container_id, ifname) (legacy included); idempotent."""
-        match, legacy = self._matchers(container_id, ifname)
         out: list[IPAddress] = []
-        for name, path, data in self._entries():
-            if data.strip() not in (match, legacy):
-                continue
-            ip = self._name_to_ip(name, path)
-            if ip is None:  # not a reservation, whatever it contains: never ours to delete
-                continue
+        for ip, path in list(self._owned(container_id, ifname)):
             try:
                 os.unlink(path)
             except FileNotFoundError:
