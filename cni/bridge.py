@@ -109,10 +109,12 @@ def configure_pod(pod: Netlink, plan: AddPlan) -> Link:
     return pod.link_get(plan.ifname) or link
 
 
-def delete_link(nl: Netlink, name: str) -> bool:
-    """Best effort: True when something was deleted, False when it was already gone."""
+def delete_link(nl: Netlink, name: str, kind: str | None = "veth") -> bool:
+    """Best effort: True when something was deleted, False when it was already gone.
+    Only a link of ``kind`` is deleted: a stale or forged record can never take the
+    bridge (or anything else that is not a veth) down with it."""
     link = nl.link_get(name)
-    if link is None:
+    if link is None or (kind is not None and link.kind != kind):
         return False
     try:
         nl.link_del(link.ifindex)

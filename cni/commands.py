@@ -96,16 +96,17 @@ def teardown(
         return
     nl = host or Netlink.open()
     try:
-        name = str(record.get("hostVeth") or "") if record else host_veth_name(container_id, ifname)
-        bridge.delete_link(nl, name or host_veth_name(container_id, ifname))
+        bridge.delete_link(nl, host_veth_name(container_id, ifname))  # = the record's hostVeth
         if record is None and netns:  # a reservation host-local made: find the pod end
             _delete_in_netns(netns, ifname)
     finally:
         if host is None:
             nl.close()
-    masq_versions: set[int] = (
-        {ip.version for ip in reserved} if (record or {}).get("ipMasq", conf.ip_masq) else set()
-    )
+    versions: set[int] = {ip.version for ip in reserved}
+    recorded_ips = (record or {}).get("ips")
+    if isinstance(recorded_ips, list):
+        versions |= {6 if ":" in str(a) else 4 for a in recorded_ips}
+    masq_versions = versions if (record or {}).get("ipMasq", conf.ip_masq) is True else set()
     if masq_versions:
         from cni import masq  # subprocess: only when there is a rule to remove
 

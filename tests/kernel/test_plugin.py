@@ -303,3 +303,15 @@ def test_interoperates_with_reference_host_local_store(node: Node) -> None:
     ok(node.delete(pod_ref, "ref1"))  # weft releases a host-local reservation and its eth0
     assert node.reservations() == {"10.42.0.3": b"w1\r\neth0"}
     assert "eth0" not in pod_ref.links()
+
+
+def test_del_never_deletes_what_a_forged_record_names(node: Node) -> None:
+    """A record is data from disk: one naming the bridge as "hostVeth" can't take it down."""
+    pod = node.pod()
+    ok(node.add(pod, "c1"))
+    [rec_path] = list((node.store_dir() / ".weft").glob("*.json"))
+    rec = json.loads(rec_path.read_text())
+    rec["hostVeth"] = "cni0"
+    rec_path.write_text(json.dumps(rec))
+    ok(node.delete(pod, "c1"))
+    assert "cni0" in node.ns.links() and node.veths() == [] and node.reservations() == {}
