@@ -28,7 +28,7 @@ from cni.errors import (
 )
 from cni.netlink import Netlink
 from cni.netns import NetnsGone, entered, open_netns
-from cni.plan import Allocated, build_result, host_veth_name, plan_add
+from cni.plan import AddPlan, Allocated, build_result, host_veth_name, plan_add
 from ipam.allocator import Allocator, Reservation
 from ipam.lock import FileLock
 from ipam.store import DiskStore
@@ -160,33 +160,10 @@ def cmd_add(req: Request) -> dict[str, Any]:
         host = held.enter_context(Netlink.open())
         pod = held.enter_context(open_pod_netlink(pod_fd, env.netns))
         current_boot = boot_id()
-        held_ips = store.get_by_id(env.container_id, env.ifname)
-        stale = [
-            _stale(store, conf, current_boot, Reservation(ip, env.container_id, env.ifname))
-            for ip in held_ips
-        ]  # leftovers from before a reboot are reclaimed
-        if any(stale):
-            held_ips = store.get_by_id(env.container_id, env.ifname)
-        if held_ips:  # checked before any undo exists: a refused ADD must not free them
-            raise DuplicateAllocation(
-                f"{held_ips[0]} has been allocated to {env.container_id}/{env.ifname}, "
-                "duplicate allocation is not allowed",
-                "run DEL first",
-            )
+        _refuse_duplicate(store, conf, env.container_id, env.ifname, current_boot)
         allocs = _allocate(store, conf, env.container_id, env.ifname, current_boot, undo)
         plan = plan_add(conf, env.container_id, env.ifname, allocs)
-        store.put_attachment(
-            env.container_id,
-            env.ifname,
-            {
-                "hostVeth": plan.host_veth,
-                "netns": env.netns,
-                "bootID": current_boot,
-                "ipMasq": plan.ip_masq,
-                "bridge": plan.bridge,
-                "ips": [str(a.address) for a in allocs],
-            },
-        )
+        store.put_attachment(env.container_id, env.ifname, _record(plan, env.netns, current_boot))
         undo.callback(store.delete_attachment, env.container_id, env.ifname)
         req.checkpoint("reserved")
         br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
@@ -217,6 +194,33 @@ def cmd_add(req: Request) -> dict[str, Any]:
         f"ADD {env.container_id}/{env.ifname}: {', '.join(str(a.address) for a in allocs)}"
     )
     return result.to_dict(conf.cni_version)
+
+
+def _refuse_duplicate(
+    store: DiskStore, conf: NetConf, cid: str, ifname: str, current_boot: str
+) -> None:
+    """(cid, ifname) must hold nothing yet — leftovers from before a reboot are reclaimed
+    first. Checked before any undo exists: a refused ADD must not free a live address."""
+    held = store.get_by_id(cid, ifname)
+    if any([_stale(store, conf, current_boot, Reservation(ip, cid, ifname)) for ip in held]):
+        held = store.get_by_id(cid, ifname)
+    if held:
+        raise DuplicateAllocation(
+            f"{held[0]} has been allocated to {cid}/{ifname}, duplicate allocation is not allowed",
+            "run DEL first",
+        )
+
+
+def _record(plan: AddPlan, netns: str, current_boot: str) -> dict[str, Any]:
+    """weft's attachment record: what DEL, GC and reboot recovery act on."""
+    return {
+        "hostVeth": plan.host_veth,
+        "netns": netns,
+        "bootID": current_boot,
+        "ipMasq": plan.ip_masq,
+        "bridge": plan.bridge,
+        "ips": [str(a.address) for a in plan.addresses],
+    }
 
 
 def _allocate(
