@@ -100,17 +100,27 @@ def test_human_version_and_help(dist: Path) -> None:
 
 
 def test_bundle_has_no_dead_weight(dist: Path) -> None:
-    """The pyroute2 trick works frozen only if the bundle keeps the rtnl messages; and
-    the bundle must not carry what the spec excludes (pyroute2's __init__ world)."""
+    """The pyroute2 trick works frozen only if the bundle keeps pyroute2's netlink codec;
+    and the bundle must not carry what the spec excludes (pyroute2's __init__ world, its
+    rtnl message modules, multiprocessing)."""
     internal = dist / "_internal"
     names = {p.name for p in internal.rglob("*")}
     for heavy in ("_ssl", "_asyncio", "_tkinter", "_sqlite3"):
         assert not any(n.startswith(heavy + ".") for n in names), heavy
     loose = {p.relative_to(internal).as_posix() for p in internal.rglob("*.pyc")}
     if loose:  # noarchive build: modules are files
-        assert "pyroute2/netlink/rtnl/ifinfmsg/__init__.pyc" in loose
+        assert "pyroute2/netlink/__init__.pyc" in loose
         assert not any(
-            n.startswith(("pyroute2/iproute/", "pyroute2/ndb/", "asyncio/")) for n in loose
+            n.startswith(
+                (
+                    "pyroute2/iproute/",
+                    "pyroute2/ndb/",
+                    "pyroute2/netlink/rtnl/",
+                    "asyncio/",
+                    "multiprocessing/",
+                )
+            )
+            for n in loose
         )
 
 
