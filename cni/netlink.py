@@ -156,7 +156,7 @@ class _rtmsg(_nlmsg):  # type: ignore[misc,valid-type]
 # rtnetlink constants (linux/rtnetlink.h, linux/netlink.h, linux/if.h)
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
@@ -170,7 +170,6 @@ RTPROT_BOOT = 3
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 RTN_UNICAST = 1
 IFA_F_NODAD = 0x02
-IFA_F_PERMANENT = 0x80
 _HDR = struct.Struct("=IHHII")
 _IFA_INDEX = struct.Struct("=I")  # ifaddrmsg.ifa_index, after family/prefixlen/flags/scope
 SOL_NETLINK = 270
@@ -214,7 +213,6 @@ class Link(NamedTuple):
 class Addr(NamedTuple):
     ifindex: int
     address: IPInterface
-    permanent: bool
 
 
 class Route(NamedTuple):
@@ -322,19 +320,6 @@ class Netlink:
         except LinkNotFound:
             return None
         return self._link_from(raw[0]) if raw else None
-
-    def link_by_index(self, index: int) -> Link | None:
-        msg = _ifinfmsg()
-        msg["index"] = index
-        try:
-            raw = self._request(msg, RTM_GETLINK, 0, f"get link #{index}")
-        except LinkNotFound:
-            return None
-        return self._link_from(raw[0]) if raw else None
-
-    def links(self) -> list[Link]:
-        msg = _ifinfmsg()
-        return [self._link_from(r) for r in self._request(msg, RTM_GETLINK, NLM_F_DUMP, "dump")]
 
     def bridge_add(self, name: str, mtu: int | None) -> None:
         msg = _ifinfmsg()
@@ -451,10 +436,7 @@ class Netlink:
             if ip is None:
                 continue
             iface = ipaddress.ip_interface(f"{ip}/{m['prefixlen']}")
-            aflags = m.get_attr("IFA_FLAGS")
-            if aflags is None:
-                aflags = m["flags"]
-            out.append(Addr(m["index"], iface, bool(aflags & IFA_F_PERMANENT)))
+            out.append(Addr(m["index"], iface))
         return out
 
     def _addr_msg(self, index: int, iface: IPInterface) -> Any:
