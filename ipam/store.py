@@ -116,6 +116,17 @@ def _tmp_name() -> str:
     return f"{TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}"
 
 
+def _release_file(path: str) -> bool:
+    """Unlink a reservation: True if removed, False if already gone; else IOFailure."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise _io_error("releasing", path, e) from None
+    return True
+
+
 class DiskStore:
     """Reservation store in ``<data_dir>/<network>``; see the module docstring."""
 
@@ -337,26 +348,12 @@ class DiskStore:
     def release(self, ip: IPAddress) -> None:
         if not isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address):
             raise InvalidConfig("invalid address", f"{ip!r}")
-        path = os.path.join(self.dir, str(ip))
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise _io_error("releasing", path, e) from None
+        _release_file(os.path.join(self.dir, str(ip)))
 
     def release_by_id(self, container_id: str, ifname: str) -> list[IPAddress]:
         """Remove every record of (container_id, ifname) (legacy included); idempotent."""
-        out: list[IPAddress] = []
-        for ip, path in list(self._owned(container_id, ifname)):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                raise _io_error("releasing", path, e) from None
-            out.append(ip)
-        return out
+        owned = list(self._owned(container_id, ifname))
+        return [ip for ip, path in owned if _release_file(path)]
 
     def reservations(self) -> list[Reservation]:
         """Every valid reservation; invalid files are noted in ``problems`` and skipped."""
