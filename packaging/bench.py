@@ -28,7 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PY = os.environ.get("WEFT_PYTHON", "/root/.pyenv/versions/3.11.7/bin/python3")
+PY = os.environ.get("WEFT_PYTHON", sys.executable)
 
 VARIANTS: dict[str, dict[str, str]] = {
     "onedir": {},  # the shipped form: noarchive, optimize=2, run-time hooks dropped

@@ -10,7 +10,7 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-PYTHON=${PYTHON:-/root/.pyenv/versions/3.11.7/bin/python3}
+PYTHON=${PYTHON:-$(command -v python3)}
 [ -x "$PYTHON" ] || PYTHON=python3
 DISTDIR=${DISTDIR:-$root/dist}
 WORKDIR=${WORKDIR:-$root/build/pyinstaller}

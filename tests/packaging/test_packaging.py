@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from tests.netns import Node, delete_netns, new_netns
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGING = ROOT / "packaging"
-PYTHON = os.environ.get("WEFT_PYTHON", "/root/.pyenv/versions/3.11.7/bin/python3")
+PYTHON = os.environ.get("WEFT_PYTHON", sys.executable)
 
 
 def _is_onedir(d: Path) -> bool:
