@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import contextlib
 
-from cni.errors import CheckFailed, CNIError, InvalidEnv, NetlinkFailure
+from cni.errors import CheckFailed, InvalidConfig, InvalidEnv, NetlinkFailure
 from cni.netlink import Exists, Link, LinkNotFound, Netlink
 from cni.netlink import Route as NlRoute
 from cni.plan import AddPlan
 from cni.types import IPInterface, Result, Route
 
 
-class BridgeConflict(CNIError):
+class BridgeConflict(InvalidConfig):
     """The configured bridge name is taken by something that is not a bridge."""
-
-    code = 7
 
 
 def ensure_bridge(nl: Netlink, name: str, mtu: int | None, promisc: bool) -> Link:
@@ -57,10 +55,9 @@ def ensure_bridge_addresses(
             if have.version != want.version or have.ip.is_link_local or have in wanted:
                 continue
             if not force:
-                raise CNIError(
+                raise InvalidConfig(
                     f"{bridge.name} already has an IP address different from {want}",
                     f"found {have}; set forceAddress to replace it",
-                    code=7,
                 )
             with contextlib.suppress(LinkNotFound):
                 nl.addr_del(bridge.ifindex, have)

@@ -171,18 +171,17 @@ def cmd_add(req: Request) -> dict[str, Any]:
         veth = bridge.create_veth(host, pod, plan, pod_fd, br)
         undo.callback(bridge.delete_link, host, plan.host_veth)
         req.checkpoint("veth")
+        versions: set[int] = {a.address.version for a in allocs}
         with entered(pod_fd, env.netns):
-            _pod_sysctls(plan.ifname, {a.address.version for a in allocs})
+            _pod_sysctls(plan.ifname, versions)
         pod_link = bridge.configure_pod(pod, plan)
         req.checkpoint("configured")
         if conf.is_gateway:
-            _forwarding({a.address.version for a in allocs})
+            _forwarding(versions)
         if plan.ip_masq:
             from cni import masq  # subprocess: only with ipMasq
 
-            undo.callback(
-                masq.teardown, conf.name, env.container_id, {a.address.version for a in allocs}
-            )
+            undo.callback(masq.teardown, conf.name, env.container_id, versions)
             for a in allocs:
                 masq.setup(conf.name, env.container_id, a.address)
         req.checkpoint("masq")
@@ -376,14 +375,15 @@ def cmd_gc(req: Request) -> None:
                 store.release(r.ip)
         for cid, ifname in sorted(owners - valid):
             try:
-                netns = str((store.get_attachment(cid, ifname) or {}).get("netns") or "")
-                teardown(store, conf, cid, ifname, netns, host)
+                # no netns: a recorded attachment goes by its host veth, and for a foreign
+                # (host-local) reservation GC has no netns to look in
+                teardown(store, conf, cid, ifname, "", host)
                 req.log.info(f"GC released {cid}/{ifname}")
             except CNIError as e:
                 errors.append(f"{cid}/{ifname}: {e}")
         _report_problems(store, req)
         if errors:
-            raise CNIError("GC could not release every stale attachment", "; ".join(errors), code=5)
+            raise IOFailure("GC could not release every stale attachment", "; ".join(errors))
     return None
 
 

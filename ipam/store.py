@@ -33,6 +33,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from cni import spec
 from cni.digest import sha256_hex
 from cni.errors import InvalidConfig, IOFailure
 from ipam.allocator import Reservation
@@ -47,34 +48,23 @@ LOCK_NAME = "lock"
 ATTACH_DIR = ".weft"
 TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 60.0
-MAX_ID_LEN = 255  # a file name component; Kubernetes/containerd ids are 64 hex chars
+MAX_ID_LEN = spec.MAX_ID_LEN  # a file name component; Kubernetes/containerd ids are 64 hex
 MAX_IFNAME_LEN = 15  # IFNAMSIZ - 1
 MAX_RECORD_BYTES = 4096
 
-_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_ID_CHARS = _ALNUM + "_.-"
 _O_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-def is_valid_id(s: str) -> bool:
-    """``^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$`` (host-local's container id / network name rule)."""
-    return (
-        isinstance(s, str)
-        and 0 < len(s) <= MAX_ID_LEN
-        and s[0] in _ALNUM
-        and not s.strip(_ID_CHARS)
-    )
+def is_valid_id(s: object) -> bool:
+    """``^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$`` (host-local's container id / network name rule),
+    for values read from disk that may not even be strings. The rule is cni.spec's."""
+    return isinstance(s, str) and spec.is_valid_id(s)
 
 
-def is_valid_ifname(s: str) -> bool:
-    """Linux interface name rules (as the CNI spec's ValidateInterfaceName)."""
-    return (
-        isinstance(s, str)
-        and 0 < len(s) <= MAX_IFNAME_LEN
-        and s not in (".", "..")
-        and not any(c in "/:\0" or c.isspace() for c in s)
-    )
+def is_valid_ifname(s: object) -> bool:
+    """Linux interface name rules (as the CNI spec's ValidateInterfaceName), cni.spec's."""
+    return isinstance(s, str) and spec.interface_name_problem(s) is None
 
 
 def validate_container_id(container_id: str) -> None:
