@@ -5,7 +5,7 @@ export WEFT_PYTHON := $(PYTHON)
 FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-e2e test-robustness lint typecheck clean \
+.PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-e2e test-robustness test-cluster demo-cluster lint typecheck clean \
 	conformance-driver conformance conformance-reference conformance-weft conformance-table
 
 deps:
@@ -62,6 +62,14 @@ test-packaging: build
 test-e2e: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/e2e
 
+# Three sandbox nodes on one underlay with flannel's VXLAN and host-gw data paths (the test
+# plays flanneld and kube-proxy), pods set up by the frozen weft through libcni (root).
+test-cluster: build conformance-driver
+	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/cluster
+
+demo-cluster: build conformance-driver
+	WEFT_PLUGIN=$(FROZEN) $(PYTHON) scripts/demo-cluster.py
+
 # Concurrency, crashes, reboots, subnet changes, hostile input (issue 5), frozen binary.
 test-robustness: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/robustness
@@ -104,7 +112,7 @@ test-bench: build
 	WEFT_PLUGIN=$(WEFT) $(PYTEST) -q bench/test_smoke.py
 
 test: deps lint typecheck test-unit test-kernel test-frozen test-packaging conformance-table test-e2e \
-	test-robustness test-bench
+	test-robustness test-cluster test-bench
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +34,26 @@ def _is_ip(name: str) -> bool:
         return False
 
 
+class CommandFailed(subprocess.CalledProcessError):
+    """CalledProcessError that also says what the command printed on stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}: {self.stderr.strip()}"
+
+
 def sh(
-    *argv: str, check: bool = True, input: str | None = None
+    *argv: str,
+    check: bool = True,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, capture_output=True, text=True, check=check, input=input, timeout=60
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, check=False, input=input, timeout=timeout, env=env
     )
+    if check and proc.returncode != 0:
+        raise CommandFailed(proc.returncode, argv, proc.stdout, proc.stderr)
+    return proc
 
 
 @dataclass
@@ -53,8 +68,48 @@ class Netns:
         out = sh("ip", "-n", self.name, "-j", *args).stdout
         return json.loads(out) if out.strip() else []
 
-    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return sh("ip", "netns", "exec", self.name, *argv, check=check)
+    def run(
+        self,
+        *argv: str,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        """``argv`` inside this netns; ``env`` replaces the environment when given."""
+        return sh(
+            "ip",
+            "netns",
+            "exec",
+            self.name,
+            *argv,
+            check=check,
+            env=env,
+            input=input,
+            timeout=timeout,
+        )
+
+    def popen(self, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """A long-running ``argv`` inside this netns (``ip netns exec`` execs it in place, so
+        the Popen's pid is the process itself: killing it leaves nothing behind)."""
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.name, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def sysctl(self, key: str, value: str) -> None:
+        self.run("sysctl", "-q", "-w", f"{key}={value}")
+
+    def iptables_restore(self, rules: str) -> None:
+        """One ``iptables-restore --noflush`` transaction inside this netns."""
+        self.run("iptables-restore", "--noflush", "-w", "5", input=rules)
+
+    def iptables_save(self, table: str = "nat") -> str:
+        return self.run("iptables-save", "-t", table).stdout
 
     def links(self) -> dict[str, Any]:
         return {link["ifname"]: link for link in self.ip("-d", "link", "show")}
@@ -76,10 +131,76 @@ class Netns:
 
 
 def new_netns(prefix: str) -> Netns:
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return create_netns(f"{prefix}-{uuid.uuid4().hex[:8]}")
+
+
+def create_netns(name: str) -> Netns:
+    """A netns by an exact name (e.g. a node recreated under its old name), lo up."""
     sh("ip", "netns", "add", name)
     sh("ip", "-n", name, "link", "set", "lo", "up")
     return Netns(name)
+
+
+def netns_exists(name: str) -> bool:
+    return os.path.exists(f"/run/netns/{name}")
+
+
+def veth(a: Netns, a_ifname: str, b: Netns, b_ifname: str, mtu: int | None = None) -> None:
+    """A veth pair with one end in each netns, both up."""
+    tmp = f"vt{uuid.uuid4().hex[:10]}"  # created in the root netns only for an instant
+    extra = ["mtu", str(mtu)] if mtu else []
+    sh(
+        "ip",
+        "link",
+        "add",
+        tmp,
+        *extra,
+        "netns",
+        a.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_ifname,
+        *extra,
+        "netns",
+        b.name,
+    )
+    a.run("ip", "link", "set", tmp, "name", a_ifname)
+    a.run("ip", "link", "set", a_ifname, "up")
+    b.run("ip", "link", "set", b_ifname, "up")
+
+
+@dataclass
+class Underlay:
+    """A netns with one bridge: the L2 segment sandbox nodes (and routers) share."""
+
+    ns: Netns
+    bridge: str = "br0"
+    mtu: int = 1500
+
+    @classmethod
+    def create(cls, prefix: str, mtu: int = 1500) -> Underlay:
+        u = cls(new_netns(prefix), mtu=mtu)
+        u.ns.run("ip", "link", "add", u.bridge, "mtu", str(mtu), "type", "bridge")
+        u.ns.run("ip", "link", "set", u.bridge, "up")
+        return u
+
+    def attach(self, ns: Netns, ifname: str, cidr: str, port: str) -> None:
+        """Plug ``ns`` into the segment as ``ifname`` with address ``cidr``; ``port`` is the
+        bridge port's name in the underlay."""
+        veth(self.ns, port, ns, ifname, self.mtu)
+        self.ns.run("ip", "link", "set", port, "master", self.bridge)
+        ns.run("ip", "addr", "add", cidr, "dev", ifname)
+
+    def wait_port_gone(self, port: str, timeout: float = 30.0) -> None:
+        """Until the port's veth is destroyed: a deleted netns takes its veths with it, but
+        the kernel does that asynchronously."""
+        deadline = time.monotonic() + timeout
+        while self.ns.run("ip", "link", "show", "dev", port, check=False).returncode == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{port} still in {self.ns.name} after {timeout} s")
+            time.sleep(0.05)
 
 
 def delete_netns(ns: Netns) -> None:
