@@ -320,6 +320,7 @@ class Cluster:
         conf["plugins"][0]["subnetFile"] = str(node.subnet_file)
         conf["plugins"][0]["ipam"] = {"dataDir": str(node.data_dir)}
         node.conflist.write_text(json.dumps(conf, indent=1))
+        # GC is CNI 1.1.0; Debian's portmap and bandwidth (1.1.1) support up to 1.0.0
         gc = dict(conf, cniVersion="1.1.0", plugins=conf["plugins"][:1])
         node.gc_conflist.write_text(json.dumps(gc, indent=1))
 
