@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APT_PKGS=(iproute2 iptables iputils-ping procps util-linux e2fsprogs gcc make containerd runc
-          containernetworking-plugins busybox-static golang-go golang-github-appc-cni-dev)
+          containernetworking-plugins busybox-static golang-go golang-github-appc-cni-dev kmod)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

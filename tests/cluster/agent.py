@@ -1,7 +1,8 @@
 """A tiny TCP peer run inside a sandbox netns with ``python3 -I agent.py ...`` (stdlib only).
 
     agent.py serve PORT            answer every connection until killed; prints "ready"
-    agent.py whoami HOST PORT      prints the source address the server saw for us
+    agent.py whoami HOST PORT [T]  prints the source address the server saw for us
+                                   (giving up after T seconds, default 10)
     agent.py fetch HOST PORT N     receives N bytes, prints "<count> <sha256>"
 
 A server answers ``whoami`` with the peer address of the connection (what the receiver
@@ -38,9 +39,9 @@ class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
-def ask(host: str, port: int, request: str) -> bytes:
-    with socket.create_connection((host, port), timeout=TIMEOUT) as c:
-        c.settimeout(TIMEOUT)
+def ask(host: str, port: int, request: str, timeout: float = TIMEOUT) -> bytes:
+    with socket.create_connection((host, port), timeout=timeout) as c:
+        c.settimeout(timeout)
         c.sendall(request.encode() + b"\n")
         chunks = []
         while chunk := c.recv(65536):
@@ -53,8 +54,9 @@ def main(argv: list[str]) -> int:
         with Server(("0.0.0.0", int(argv[1])), Handler) as srv:
             print("ready", flush=True)
             srv.serve_forever()
-    elif argv[:1] == ["whoami"] and len(argv) == 3:
-        print(ask(argv[1], int(argv[2]), "whoami").decode())
+    elif argv[:1] == ["whoami"] and len(argv) in (3, 4):
+        timeout = float(argv[3]) if len(argv) == 4 else TIMEOUT
+        print(ask(argv[1], int(argv[2]), "whoami", timeout).decode())
     elif argv[:1] == ["fetch"] and len(argv) == 4:
         data = ask(argv[1], int(argv[2]), f"bytes {int(argv[3])}")
         print(len(data), hashlib.sha256(data).hexdigest())

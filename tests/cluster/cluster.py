@@ -378,10 +378,15 @@ class Cluster:
                 time.sleep(0.3)
         return False
 
-    def whoami(self, src: Netns, host: str, port: int = POD_PORT) -> str | None:
+    def whoami(
+        self, src: Netns, host: str, port: int = POD_PORT, timeout: float = 10.0
+    ) -> str | None:
         """The source address the server at ``host:port`` saw for a connection from ``src``
-        (None: no answer)."""
-        res = src.run(sys.executable, "-I", str(AGENT), "whoami", host, str(port), check=False)
+        (None: no answer within ``timeout`` seconds)."""
+        res = src.run(
+            sys.executable, "-I", str(AGENT), "whoami", host, str(port), str(timeout),
+            check=False,
+        )  # fmt: skip
         return res.stdout.strip() if res.returncode == 0 and res.stdout.strip() else None
 
     def fetch(self, src: Netns, host: str, size: int, port: int = POD_PORT) -> tuple[int, str]:

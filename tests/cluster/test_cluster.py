@@ -35,6 +35,7 @@ pytestmark = pytest.mark.root
 
 MIB = 1 << 20
 ICMP_IP_HEADERS = 28  # IPv4 20 + ICMP 8
+NO_ANSWER = 3.0  # seconds a control waits for the answer that must not come
 
 
 def _one_pod_per_node_pairs(c: Cluster) -> list[tuple[Pod, Pod]]:
@@ -132,7 +133,7 @@ def test_outside_unreachable_without_masquerade(cluster: Cluster) -> None:
     bypass = ["FLANNEL-POSTRTG", "-s", f"{pod.ip}/32", "-j", "RETURN"]
     node.run("iptables", "-t", "nat", "-I", *bypass)
     try:
-        assert cluster.whoami(pod.ns, OUTSIDE_IP) is None
+        assert cluster.whoami(pod.ns, OUTSIDE_IP, timeout=NO_ANSWER) is None
     finally:
         node.run("iptables", "-t", "nat", "-D", *bypass)
     assert cluster.whoami(pod.ns, OUTSIDE_IP) == cluster.nodes[1].address
@@ -160,7 +161,7 @@ def test_service_hairpin_needs_hairpin_mode(cluster: Cluster) -> None:
     port = _host_veth(node, backend)["ifname"]
     node.ns.run("ip", "link", "set", "dev", port, "type", "bridge_slave", "hairpin", "off")
     try:
-        assert cluster.whoami(backend.ns, SERVICE_IP, SERVICE_PORT) is None
+        assert cluster.whoami(backend.ns, SERVICE_IP, SERVICE_PORT, timeout=NO_ANSWER) is None
         other = cluster.nodes[1].pods[0]
         assert cluster.whoami(other.ns, SERVICE_IP, SERVICE_PORT) == other.ip
     finally:
