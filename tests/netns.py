@@ -108,9 +108,6 @@ class Netns:
         """One ``iptables-restore --noflush`` transaction inside this netns."""
         self.run("iptables-restore", "--noflush", "-w", "5", input=rules)
 
-    def iptables_save(self, table: str = "nat") -> str:
-        return self.run("iptables-save", "-t", table).stdout
-
     def links(self) -> dict[str, Any]:
         return {link["ifname"]: link for link in self.ip("-d", "link", "show")}
 

@@ -356,6 +356,13 @@ class Cluster:
         pod.server = start_server(pod.ns)
         return pod
 
+    def delete_pod(self, node: ClusterNode, pod: Pod) -> subprocess.CompletedProcess[str]:
+        """CNI DEL of ``pod`` through the driver and the whole chain, by its netns path
+        (which may be gone: a runtime tearing down a sandbox after a reboot)."""
+        return self.driver(
+            node, "del", str(node.conflist), pod.ns.path, cid=pod.cid, pod_name=pod.name
+        )
+
     def gc(self, node: ClusterNode) -> subprocess.CompletedProcess[str]:
         """CNI GC through the driver, listing the node's live attachments as valid."""
         valid = [{"containerID": p.cid, "ifname": "eth0"} for p in node.pods]

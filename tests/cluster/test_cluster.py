@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.root
 
 MIB = 1 << 20
 ICMP_IP_HEADERS = 28  # IPv4 20 + ICMP 8
+DUPLICATE_ALLOCATION = 105  # host-local's code for "this id already holds an address"
 NO_ANSWER = 3.0  # seconds a control waits for the answer that must not come
 
 
@@ -184,19 +186,30 @@ def _assert_rebooted_node_serves(c: Cluster, node: ClusterNode) -> None:
         assert c.whoami(pod.ns, OUTSIDE_IP) == node.address
 
 
-def test_reboot_new_sandboxes_and_gc_reclaims_the_old(fresh_cluster: Cluster) -> None:
+@pytest.mark.parametrize("reclaim", ["gc", "del"])
+def test_reboot_new_sandboxes_and_the_old_are_reclaimed(
+    fresh_cluster: Cluster, reclaim: str
+) -> None:
     """A node reboots: netns, cni0, flannel.1 and pods are gone, weft's store on disk is
-    not. The runtime creates new sandboxes (new container ids), ADDs them, then runs CNI GC
-    with the attachments it knows: the old reservations and records are gone from the
-    store, the new pods are reached from every other node."""
+    not. The runtime creates new sandboxes (new container ids) and ADDs them; the new pods
+    are reached from every other node. Then the runtime gets rid of the old sandboxes —
+    CNI GC listing the attachments it knows, or a DEL of each old sandbox whose netns is
+    gone — and the old reservations and records are gone from the store: what is left is
+    exactly the live pods'."""
     c = fresh_cluster
     node = c.nodes[1]
     before = c.reboot(node, same_ids=False)
     assert {p.cid for p in before}.isdisjoint(p.cid for p in node.pods)
     _assert_rebooted_node_serves(c, node)
 
-    res = c.gc(node)
-    assert res.returncode == 0, res.stdout + res.stderr
+    if reclaim == "gc":
+        res = c.gc(node)
+        assert res.returncode == 0, res.stdout + res.stderr
+    else:
+        for old in before:
+            assert not os.path.exists(old.ns.path)
+            res = c.delete_pod(node, old)
+            assert res.returncode == 0, res.stdout + res.stderr
     assert sorted(node.reservations().values()) == sorted(p.cid for p in node.pods)
     assert len(node.records()) == len(node.pods) == len(before)
     assert len(node.ns.ip("link", "show", "master", "cni0")) == len(node.pods)
@@ -216,7 +229,11 @@ def test_reboot_same_container_ids_are_re_added(fresh_cluster: Cluster) -> None:
     stale): the ADD reclaims the stale attachment, each id holds exactly one address."""
     c = fresh_cluster
     node = c.nodes[1]
-    before = c.reboot(node, same_ids=True)
+    try:
+        before = c.reboot(node, same_ids=True)
+    except PodAddFailed as e:
+        assert e.error["code"] == DUPLICATE_ALLOCATION, e  # any other refusal is a bug
+        raise
     assert [p.cid for p in before] == [p.cid for p in node.pods]
     held = node.reservations()
     assert sorted(held.values()) == sorted(p.cid for p in node.pods), held
