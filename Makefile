@@ -5,7 +5,7 @@ export WEFT_PYTHON := $(PYTHON)
 FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-e2e test-robustness lint typecheck clean \
+.PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-e2e test-cri cnitool test-robustness lint typecheck clean \
 	conformance-driver conformance conformance-reference conformance-weft conformance-table
 
 deps:
@@ -62,6 +62,12 @@ test-packaging: build
 test-e2e: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/e2e
 
+# containerd's CRI service end to end (root): pods started the way kubelet starts them, over
+# gRPC (runtime.v1), in a private containerd on a sandbox node, with the frozen weft and with
+# the reference chain.
+test-cri: build
+	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/cri
+
 # Concurrency, crashes, reboots, subnet changes, hostile input (issue 5), frozen binary.
 test-robustness: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/robustness
@@ -104,7 +110,7 @@ test-bench: build
 	WEFT_PLUGIN=$(WEFT) $(PYTEST) -q bench/test_smoke.py
 
 test: deps lint typecheck test-unit test-kernel test-frozen test-packaging conformance-table test-e2e \
-	test-robustness test-bench
+	test-cri test-robustness test-bench
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

@@ -138,8 +138,36 @@ def build_image_archive(
     name: str = "docker.io/library/wd-busybox:e2e",
     busybox: Path = BUSYBOX,
 ) -> BusyboxImage:
-    """Write an OCI image-layout tar to ``dest`` and describe what is in it."""
-    layer = Blob(MT_LAYER, build_layer(busybox))
+    """Write a busybox OCI image-layout tar to ``dest`` and describe what is in it."""
+    return write_oci_archive(
+        dest, name, build_layer(busybox), entrypoint=["/bin/busybox"], cmd=["sh"]
+    )
+
+
+def build_pause_layer(pause: Path) -> bytes:
+    """A rootfs layer holding only ``/pause`` (a static binary) and the dirs runc expects."""
+    binary = pause.read_bytes()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for d in ("dev", "etc", "proc", "sys"):
+            tar.addfile(_tarinfo(d, tarfile.DIRTYPE, 0o755))
+        ti = _tarinfo("pause", tarfile.REGTYPE, 0o755)
+        ti.size = len(binary)
+        tar.addfile(ti, io.BytesIO(binary))
+    return buf.getvalue()
+
+
+def build_pause_archive(dest: Path, name: str, pause: Path) -> BusyboxImage:
+    """A pause-like sandbox image (what a CRI runtime starts as each pod's infra container):
+    one layer with the static ``pause`` binary, entrypoint ``/pause``."""
+    return write_oci_archive(dest, name, build_pause_layer(pause), entrypoint=["/pause"], cmd=[])
+
+
+def write_oci_archive(
+    dest: Path, name: str, layer_data: bytes, *, entrypoint: list[str], cmd: list[str]
+) -> BusyboxImage:
+    """Write a one-layer OCI image-layout tar (uncompressed layer) to ``dest``."""
+    layer = Blob(MT_LAYER, layer_data)
     arch, osname = _goarch(), "linux"
     config = Blob(
         MT_CONFIG,
@@ -150,8 +178,8 @@ def build_image_archive(
                 "created": EPOCH_ISO,
                 "config": {
                     "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                    "Entrypoint": ["/bin/busybox"],
-                    "Cmd": ["sh"],
+                    "Entrypoint": entrypoint,
+                    "Cmd": cmd,
                     "WorkingDir": "/",
                 },
                 # Uncompressed layer: its diff_id is its own digest.
