@@ -54,7 +54,7 @@ test-frozen: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/kernel
 
 # The frozen binary as a runtime sees it: VERSION, symlinked entry point, install/uninstall.
-test-packaging: build
+test-packaging: build cnitool
 	WEFT_DIST=$(CURDIR)/dist/weft $(PYTEST) -q tests/packaging
 
 # containerd end to end (root): a private containerd in a sandbox node, ctr run --cni, with
@@ -78,6 +78,11 @@ CONFLIST ?= conformance/conflists/weft.conflist
 JUNIT ?= build/conformance/result.xml
 conformance-driver: deps
 	conformance/driver/build.sh
+
+# cnitool for manual testing: the conformance driver's libcni code with cnitool's command line
+# (README: "cnitool"). Offline, Debian's golang + libcni.
+cnitool: deps
+	conformance/driver/build.sh $(CURDIR)/build/cnitool cnitool
 
 conformance: conformance-driver
 	mkdir -p $(dir $(JUNIT))
