@@ -83,33 +83,49 @@ POD_B = PodSpec(
 
 
 def install_chain(plugin: str, node: Node, base: Path, subnet_env: str) -> Setup:
-    """Install the chain and its conflist (before containerd starts), the first plugin
-    wrapped by a call logger."""
+    """Install the chain and its conflist (before containerd starts), each plugin of the
+    chain wrapped by a call logger."""
     setup = PLUGINS[plugin](node, base, subnet_env)
     # The CRI plugin brings up each pod's lo with the loopback plugin, from the same bin_dir.
     node.run(["cp", str(REFERENCE_PLUGINS / "loopback"), f"{CNI_BIN}/loopback"])
-    first = setup.binaries[0]
     calls = base / "cni-calls.log"
     calls.touch()
     node.run(["mkdir", "-p", "/opt/cni/real"])
-    node.run(["mv", f"{CNI_BIN}/{first}", f"/opt/cni/real/{first}"])
-    logger = (
-        "#!/bin/sh\n"
-        'printf "%s %s %s %s\\n" "$CNI_COMMAND" "$CNI_CONTAINERID" "$CNI_NETNS" "$CNI_ARGS"'
-        f" >> {shlex.quote(str(calls))}\n"
-        f'exec /opt/cni/real/{first} "$@"\n'
-    )
-    node.write_file(f"{CNI_BIN}/{first}", logger.encode(), mode=0o755)
+    chain = [p["type"] for p in setup.conflist["plugins"]]  # type: ignore[index]
+    for name in chain:
+        node.run(["mv", f"{CNI_BIN}/{name}", f"/opt/cni/real/{name}"])
+        # Two lines per call: the environment that matters, then the config on stdin (libcni
+        # writes it as one line of JSON).
+        logger = (
+            "#!/bin/sh\n"
+            "conf=$(cat)\n"
+            f'printf "{name} %s %s %s %s\\n%s\\n" "$CNI_COMMAND" "$CNI_CONTAINERID" "$CNI_NETNS"'
+            f' "$CNI_ARGS" "$conf" >> {shlex.quote(str(calls))}\n'
+            f'printf "%s" "$conf" | exec /opt/cni/real/{name} "$@"\n'
+        )
+        node.write_file(f"{CNI_BIN}/{name}", logger.encode(), mode=0o755)
     node.write_file(CONFLIST_PATH, json.dumps(setup.conflist, indent=1).encode())
     return setup
 
 
-def cni_calls(base: Path) -> list[dict[str, str]]:
+def cni_calls(base: Path, plugin: str | None = None) -> list[dict[str, Any]]:
+    """The logged calls of ``plugin`` (default: the chain's first plugin), in order."""
+    lines = (base / "cni-calls.log").read_text().splitlines()
     calls = []
-    for line in (base / "cni-calls.log").read_text().splitlines():
-        command, cid, netns, args = (line.split(" ", 3) + [""] * 4)[:4]
-        calls.append({"command": command, "id": cid, "netns": netns, "args": args})
-    return calls
+    for head, conf in zip(lines[::2], lines[1::2], strict=True):
+        name, command, cid, netns, args = (head.split(" ", 4) + [""] * 5)[:5]
+        calls.append(
+            {
+                "plugin": name,
+                "command": command,
+                "id": cid,
+                "netns": netns,
+                "args": args,
+                "conf": json.loads(conf) if conf.strip() else {},
+            }
+        )
+    first = calls[0]["plugin"] if calls else None
+    return [c for c in calls if c["plugin"] == (plugin or first)]
 
 
 def attachment_records(setup: Setup) -> dict[str, dict[str, Any]]:
@@ -272,6 +288,14 @@ def test_cri_pods_lifecycle(
             "K8S_POD_INFRA_CONTAINER_ID": sb.id,
             "K8S_POD_UID": spec.uid,
         }, call
+    # Capability args: portmap gets the hostPort of pod a only (runtimeConfig). containerd 1.6
+    # (go-cni) writes Go field names, not the conventions' camelCase: Go plugins decode JSON
+    # keys case-insensitively, a plugin reading portMappings must too.
+    portmap = {c["id"]: c["conf"] for c in cni_calls(e2e_base, "portmap")}
+    assert portmap[a_id]["runtimeConfig"]["portMappings"] == [
+        {"HostPort": HOST_PORT, "ContainerPort": CONTAINER_PORT, "Protocol": "tcp", "HostIP": ""}
+    ], portmap[a_id]
+    assert "portMappings" not in portmap[b_id].get("runtimeConfig", {}), portmap[b_id]
     # The CRI wrote the pod's resolv.conf from dns_config.
     resolv = Path(cri.cd.base / "root/io.containerd.grpc.v1.cri/sandboxes" / a_id / "resolv.conf")
     text = resolv.read_text()
