@@ -1,11 +1,12 @@
-"""Build a busybox OCI image archive locally, from Debian's busybox-static.
+"""Build OCI image archives locally: busybox (from Debian's busybox-static) and a pause image.
 
-No registry is reachable, so the e2e tests make their own image: one uncompressed
+No registry is reachable, so the e2e tests make their own images. The busybox one: one uncompressed
 layer holding ``/bin/busybox`` plus a symlink per applet (from ``busybox --list-full``),
 an image config with Entrypoint/Cmd, a manifest, and an OCI image layout
 (``oci-layout``, ``index.json``, ``blobs/sha256/...``) packed into a tar that
 ``ctr images import`` accepts. Every digest is computed here with hashlib; the
-archive is byte-for-byte reproducible for a given busybox binary.
+archive is byte-for-byte reproducible for a given busybox binary. The pause image (the CRI
+tier's sandbox image) is the same layout around one static ``/pause`` binary.
 """
 
 from __future__ import annotations
