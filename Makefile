@@ -5,7 +5,7 @@ export WEFT_PYTHON := $(PYTHON)
 FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-e2e test-robustness test-cluster demo-cluster lint typecheck clean \
+.PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-e2e test-cri cnitool test-robustness test-cluster demo-cluster lint typecheck clean \
 	conformance-driver conformance conformance-reference conformance-weft conformance-table
 
 deps:
@@ -54,7 +54,7 @@ test-frozen: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/kernel
 
 # The frozen binary as a runtime sees it: VERSION, symlinked entry point, install/uninstall.
-test-packaging: build
+test-packaging: build cnitool
 	WEFT_DIST=$(CURDIR)/dist/weft $(PYTEST) -q tests/packaging
 
 # containerd end to end (root): a private containerd in a sandbox node, ctr run --cni, with
@@ -70,6 +70,12 @@ test-cluster: build conformance-driver
 demo-cluster: build conformance-driver
 	WEFT_PLUGIN=$(FROZEN) $(PYTHON) scripts/demo-cluster.py
 
+# containerd's CRI service end to end (root): pods started the way kubelet starts them, over
+# gRPC (runtime.v1), in a private containerd on a sandbox node, with the frozen weft and with
+# the reference chain.
+test-cri: build
+	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/cri
+
 # Concurrency, crashes, reboots, subnet changes, hostile input (issue 5), frozen binary.
 test-robustness: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/robustness
@@ -80,6 +86,11 @@ CONFLIST ?= conformance/conflists/weft.conflist
 JUNIT ?= build/conformance/result.xml
 conformance-driver: deps
 	conformance/driver/build.sh
+
+# cnitool for manual testing: the conformance driver's libcni code with cnitool's command line
+# (README: "cnitool"). Offline, Debian's golang + libcni.
+cnitool: deps
+	conformance/driver/build.sh $(CURDIR)/build/cnitool cnitool
 
 conformance: conformance-driver
 	mkdir -p $(dir $(JUNIT))
@@ -112,7 +123,7 @@ test-bench: build
 	WEFT_PLUGIN=$(WEFT) $(PYTEST) -q bench/test_smoke.py
 
 test: deps lint typecheck test-unit test-kernel test-frozen test-packaging conformance-table test-e2e \
-	test-robustness test-cluster test-bench
+	test-cri test-robustness test-cluster test-bench
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

@@ -160,6 +160,15 @@ def claimed(pytestconfig: pytest.Config) -> list[str]:
     return _claimed(pytestconfig)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def schema_counts(record_testsuite_property: Any) -> Iterator[None]:
+    """How many results, error objects and VERSION answers conformance/schema.py checked,
+    as junit testsuite properties (conformance/table.py prints them)."""
+    yield
+    for kind, count in sorted(harness.validated.items()):
+        record_testsuite_property(f"schema_validated_{kind}", count)
+
+
 _subnet = iter(range(1, 250))
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conformance import schema
+
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "driver" / "bin" / "cnidriver"
 REFERENCE_DIR = Path("/usr/lib/cni")
@@ -41,6 +43,53 @@ PYTHON = sys.executable
 _counter = itertools.count(1)
 
 Json = dict[str, Any]
+
+# How many objects of each kind were checked against conformance/schema.py in this run.
+validated: dict[str, int] = {}
+
+
+def _count(kind: str) -> None:
+    validated[kind] = validated.get(kind, 0) + 1
+
+
+def _stdout_json(proc_stdout: str, what: str) -> Any:
+    try:
+        return json.loads(proc_stdout)
+    except json.JSONDecodeError as exc:
+        raise AssertionError(f"{what}: output is not JSON: {proc_stdout!r}") from exc
+
+
+def check_plugin_output(command: str | None, requested: str | None, res: PluginResult) -> None:
+    """Everything a plugin prints, checked against the spec's shapes as it is received: an ADD
+    result in the requested version, VERSION's answer, an error object on failure."""
+    if res.ok:
+        if command == "ADD":
+            data = _stdout_json(res.stdout, "ADD")
+            version = requested if requested in schema.RESULT_MODELS else data.get("cniVersion")
+            schema.validate_result(data, str(version))
+            _count("result")
+        elif command == "VERSION":
+            schema.validate_version_info(_stdout_json(res.stdout, "VERSION"))
+            _count("version")
+    elif res.stdout.strip():  # an empty stdout on failure is judged by PluginResult.error()
+        schema.validate_error(_stdout_json(res.stdout, f"{command} error"))
+        _count("error")
+
+
+def check_driver_output(command: str, list_version: str | None, res: PluginResult) -> None:
+    """What the libcni driver prints: libcni's re-encoded result (in the list's version), its
+    version info, or its failure line (a plugin's error as libcni returned it)."""
+    if res.ok:
+        if command == "add":
+            assert list_version is not None
+            schema.validate_result(_stdout_json(res.stdout, "libcni ADD"), list_version)
+            _count("result")
+        elif command == "version":
+            schema.validate_driver_version(_stdout_json(res.stdout, "libcni version"))
+            _count("version")
+    else:
+        schema.validate_driver_failure(_stdout_json(res.stdout, f"libcni {command} failure"))
+        _count("error")
 
 
 def vtuple(version: str) -> tuple[int, ...]:
@@ -276,7 +325,12 @@ class Sandbox:
         proc = sh(
             ["ip", "netns", "exec", self.node, str(DRIVER), command, *args], env=env, check=False
         )
-        return PluginResult(proc.returncode, proc.stdout, proc.stderr)
+        res = PluginResult(proc.returncode, proc.stdout, proc.stderr)
+        list_version = None
+        if command in ("add", "check", "del", "gc", "status") and args:
+            list_version = str(json.loads(Path(args[0]).read_text()).get("cniVersion"))
+        check_driver_output(command, list_version, res)
+        return res
 
     def lib(
         self,
@@ -320,7 +374,10 @@ class Sandbox:
         data = stdin if isinstance(stdin, str) else json.dumps(stdin)
         exe = plugin if plugin is not None else self.cni_path / self.plugin_type
         proc = sh(["ip", "netns", "exec", self.node, str(exe)], input_=data, env=full, check=False)
-        return PluginResult(proc.returncode, proc.stdout, proc.stderr)
+        res = PluginResult(proc.returncode, proc.stdout, proc.stderr)
+        requested = stdin.get("cniVersion") if isinstance(stdin, dict) else None
+        check_plugin_output(full.get("CNI_COMMAND"), requested, res)
+        return res
 
     def direct_env(self, command: str, pod: Pod | None) -> dict[str, str | None]:
         env: dict[str, str | None] = {"CNI_COMMAND": command}
@@ -464,6 +521,7 @@ def version_info(plugin: Path) -> Json:
         input_="{}",
         env={"CNI_COMMAND": "VERSION", "PATH": os.environ.get("PATH", "")},
     )
+    check_plugin_output("VERSION", None, PluginResult(proc.returncode, proc.stdout, proc.stderr))
     info: Json = json.loads(proc.stdout)
     return info
 

@@ -34,6 +34,16 @@ def outcomes(path: Path) -> dict[str, tuple[str, str]]:
     return out
 
 
+def schema_counts(path: Path) -> dict[str, str]:
+    """The ``schema_validated_<kind>`` testsuite properties the suite records."""
+    prefix = "schema_validated_"
+    return {
+        (prop.get("name") or "")[len(prefix) :]: prop.get("value") or "0"
+        for prop in ET.parse(path).getroot().iter("property")
+        if (prop.get("name") or "").startswith(prefix)
+    }
+
+
 def render(columns: list[tuple[str, Path]]) -> str:
     results = [(label, outcomes(path)) for label, path in columns]
     names: list[str] = []
@@ -54,6 +64,11 @@ def render(columns: list[tuple[str, Path]]) -> str:
         summary = ", ".join(f"{n} {c.strip('*').lower()}" for c, n in sorted(counts.items()))
         lines.append(f"**{label}**: {summary}")
         lines.append("")
+        checked = schema_counts(dict(columns)[label])
+        if checked:
+            what = ", ".join(f"{n} {kind}" for kind, n in sorted(checked.items()))
+            lines.append(f"checked against the spec models (conformance/schema.py): {what}")
+            lines.append("")
         for name, (cell, detail) in res.items():
             if cell != "pass" and detail:
                 lines.append(f"- `{name}` ({cell.strip('*').lower()}): {detail}")

@@ -7,6 +7,7 @@ kernel state back with ip/tc/iptables inside the sandbox netns.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import re
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from conformance import schema
 from conformance.harness import (
     KNOWN_VERSIONS,
     LIBCNI_MAX,
@@ -30,50 +32,19 @@ from conformance.harness import (
 
 pytestmark = pytest.mark.root
 
-MAC_RE = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
-TOP_KEYS = {"cniVersion", "interfaces", "ips", "routes", "dns"}
-IFACE_KEYS = {"name", "mac", "sandbox", "mtu", "socketPath", "pciID"}
-IP_KEYS = {"address", "gateway", "interface", "version"}
-ROUTE_KEYS = {"dst", "gw", "mtu", "advmss", "priority", "table", "scope"}
-DNS_KEYS = {"nameservers", "domain", "search", "options"}
-
-
 # ---- result schema ---------------------------------------------------------------------------
 
 
 def assert_result_schema(result: Json, version: str, pod: Pod) -> None:
-    """Spec "Success" result for ``version``, with the sandbox interface named CNI_IFNAME."""
+    """Spec "Success" result for ``version`` (conformance/schema.py: fields, types, indices,
+    gateways), with an ip on the sandbox interface named CNI_IFNAME in the pod's netns."""
     assert result.get("cniVersion") == version, f"result version {result.get('cniVersion')}"
+    schema.validate_result(result, version)
     if vtuple(version) < (0, 3, 0):
         assert isinstance(result.get("ip4"), dict), result
-        ipaddress.ip_interface(result["ip4"]["ip"])
         return
-    assert set(result) <= TOP_KEYS, f"unknown top-level keys {set(result) - TOP_KEYS}"
-    ifaces = result.get("interfaces", [])
-    assert isinstance(ifaces, list)
-    for iface in ifaces:
-        assert isinstance(iface, dict) and set(iface) <= IFACE_KEYS, iface
-        assert isinstance(iface.get("name"), str) and iface["name"], iface
-        if "mac" in iface:
-            assert MAC_RE.match(iface["mac"]), iface
-        if "sandbox" in iface:
-            assert isinstance(iface["sandbox"], str), iface
-        if "mtu" in iface:
-            assert vtuple(version) >= (1, 1, 0), f"interfaces[].mtu before 1.1.0: {iface}"
-    ips = result.get("ips")
-    assert isinstance(ips, list) and ips, f"no ips: {result}"
-    for ipc in ips:
-        assert isinstance(ipc, dict) and set(ipc) <= IP_KEYS, ipc
-        addr = ipaddress.ip_interface(ipc["address"])
-        if "gateway" in ipc:
-            ipaddress.ip_address(ipc["gateway"])
-        if vtuple(version) < (1, 0, 0):
-            assert ipc.get("version") == str(addr.version), f"ips[].version for {version}: {ipc}"
-        else:
-            assert "version" not in ipc, f"ips[].version must not appear in {version}: {ipc}"
-        if "interface" in ipc:
-            idx = ipc["interface"]
-            assert isinstance(idx, int) and 0 <= idx < len(ifaces), f"bad index {ipc}"
+    ifaces, ips = result.get("interfaces") or [], result.get("ips")
+    assert ips, f"no ips: {result}"
     pod_ifaces = [
         i for i, f in enumerate(ifaces) if f["name"] == pod.ifname and f.get("sandbox") == pod.path
     ]
@@ -81,15 +52,6 @@ def assert_result_schema(result: Json, version: str, pod: Pod) -> None:
     assert any(ipc.get("interface") in pod_ifaces for ipc in ips), (
         f"no ip on the sandbox interface: {ips}"
     )
-    for route in result.get("routes", []) or []:
-        assert isinstance(route, dict) and set(route) <= ROUTE_KEYS, route
-        ipaddress.ip_network(route["dst"])
-        if "gw" in route:
-            ipaddress.ip_address(route["gw"])
-    dns = result.get("dns", {})
-    assert isinstance(dns, dict) and set(dns) <= DNS_KEYS, dns
-    for key in ("nameservers", "search", "options"):
-        assert isinstance(dns.get(key, []), list), dns
 
 
 def pod_ip(result: Json) -> str:
@@ -536,3 +498,92 @@ def test_concurrent_adds_get_distinct_ips(sb: Sandbox) -> None:
     ips = {pod_ip(r.json()) for r in results}
     assert len(ips) == len(pods), ips
     assert len(sb.reservations()) == len(pods)
+
+
+# ---- the schema checks themselves, on the plugin's own output -----------------------------------
+
+
+def _real_outputs(sb: Sandbox) -> dict[str, Json]:
+    """The plugin's own ADD results (1.0.0 and 0.3.1), error object and VERSION answer."""
+    pod_a, pod_b = sb.new_pod(), sb.new_pod()
+    r100 = sb.direct(sb.plugin_conf("1.0.0"), sb.direct_env("ADD", pod_a))
+    r031 = sb.direct(sb.plugin_conf("0.3.1"), sb.direct_env("ADD", pod_b))
+    assert r100.ok and r031.ok, (r100, r031)
+    err = sb.direct('{"cniVersion": "1.0.0", "name": ', sb.direct_env("ADD", sb.new_pod()))
+    version = sb.direct("{}", {"CNI_COMMAND": "VERSION"})
+    assert version.ok, version
+    return {
+        "1.0.0": r100.json(),
+        "0.3.1": r031.json(),
+        "error": err.error(),
+        "VERSION": version.json(),
+    }
+
+
+def _first_ip(out: Json) -> Json:
+    ip: Json = out["ips"][0]
+    return ip
+
+
+MALFORMED: dict[str, tuple[str, Any]] = {
+    "unknown-top-level-field": ("1.0.0", lambda r: r.__setitem__("podIP", "10.42.0.2")),
+    "unknown-ip-field": ("1.0.0", lambda r: _first_ip(r).__setitem__("prefix", 24)),
+    "missing-cniVersion": ("1.0.0", lambda r: r.pop("cniVersion")),
+    "missing-ip-address": ("1.0.0", lambda r: _first_ip(r).pop("address")),
+    "missing-interface-name": ("1.0.0", lambda r: r["interfaces"][0].pop("name")),
+    "interface-index-as-string": (
+        "1.0.0",
+        lambda r: _first_ip(r).__setitem__("interface", str(_first_ip(r)["interface"])),
+    ),
+    "interface-index-out-of-range": (
+        "1.0.0",
+        lambda r: _first_ip(r).__setitem__("interface", len(r["interfaces"])),
+    ),
+    "gateway-outside-subnet": ("1.0.0", lambda r: _first_ip(r).__setitem__("gateway", "192.0.2.1")),
+    "address-without-prefix": (
+        "1.0.0",
+        lambda r: _first_ip(r).__setitem__("address", _first_ip(r)["address"].split("/")[0]),
+    ),
+    "ip-version-in-1.0.0": ("1.0.0", lambda r: _first_ip(r).__setitem__("version", "4")),
+    "interface-mtu-before-1.1.0": ("1.0.0", lambda r: r["interfaces"][0].__setitem__("mtu", 1450)),
+    "route-gw-other-family": ("1.0.0", lambda r: r["routes"][0].__setitem__("gw", "fe80::1")),
+    "dns-nameservers-not-a-list": ("1.0.0", lambda r: r.__setitem__("dns", {"nameservers": "a"})),
+    "ip-version-missing-in-0.3.1": ("0.3.1", lambda r: _first_ip(r).pop("version")),
+    "ip-version-wrong-family-in-0.3.1": (
+        "0.3.1",
+        lambda r: _first_ip(r).__setitem__("version", "6"),
+    ),
+    "error-code-as-string": ("error", lambda e: e.__setitem__("code", str(e["code"]))),
+    "error-unknown-field": ("error", lambda e: e.__setitem__("reason", "x")),
+    "error-missing-msg": ("error", lambda e: e.pop("msg")),
+    "version-unknown-field": ("VERSION", lambda v: v.__setitem__("plugin", "x")),
+    "version-missing-supportedVersions": ("VERSION", lambda v: v.pop("supportedVersions")),
+}
+
+
+def _validate(kind: str, data: Json) -> None:
+    if kind == "error":
+        schema.validate_error(data)
+    elif kind == "VERSION":
+        schema.validate_version_info(data)
+    else:
+        schema.validate_result(data, kind)
+
+
+def test_schema_accepts_own_output(sb: Sandbox) -> None:
+    """The plugin's own 1.0.0 and 0.3.1 ADD results, error object and VERSION answer pass the
+    strict models (the harness also checks every output as it is received)."""
+    for kind, data in _real_outputs(sb).items():
+        _validate(kind, data)
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_schema_rejects_malformed(sb: Sandbox, case: str) -> None:
+    """The strict models reject the plugin's own output with one defect added: an unknown or
+    missing field, a wrong type, an interface index out of range, a gateway outside its
+    subnet, a field of another spec version."""
+    kind, mutate = MALFORMED[case]
+    data = copy.deepcopy(_real_outputs(sb)[kind])
+    mutate(data)
+    with pytest.raises(AssertionError, match="violates the CNI spec"):
+        _validate(kind, data)

@@ -3,7 +3,7 @@
 # Idempotent and quick when everything is already there. Run as root (CI is root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PKGS=(iproute2 iptables iputils-ping procps util-linux e2fsprogs gcc make containerd runc
+APT_PKGS=(iproute2 iptables iputils-ping procps util-linux e2fsprogs gcc libc6-dev make containerd runc
           containernetworking-plugins busybox-static golang-go golang-github-appc-cni-dev kmod)
 missing=()
 for p in "${APT_PKGS[@]}"; do

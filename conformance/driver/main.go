@@ -19,6 +19,17 @@
 // per-plugin config built like libcni does (name + cniVersion injected) and, for GC,
 // "cni.dev/valid-attachments" as defined by CNI spec 1.1.0.
 //
+// Built with -ldflags "-X main.personality=cnitool" (make cnitool -> build/cnitool) the same
+// binary is a cnitool with the usual command line:
+//
+//	cnitool add|check|del <network-name> <netns-path>
+//	cnitool gc <network-name> [<netns-path>]   (that netns's attachment is kept, all else is stale)
+//	cnitool status <network-name>
+//
+// It loads the conflist whose "name" is <network-name> from NETCONFPATH (default
+// /etc/cni/net.d) and honours CNI_PATH, CNI_ARGS, CAP_ARGS, CNI_IFNAME and CNI_CACHE_DIR as
+// above; the container id is "cnitool-" + a hash of the netns path (CNI_CONTAINERID overrides).
+//
 // Output: add prints the result JSON (as parsed and re-encoded by libcni); validate prints the
 // capability list; version prints the plugin's version info. On failure a JSON error object
 // {"code":N,"msg":...,"details":...,"source":"plugin"|"driver"} is printed on stdout and the
@@ -44,6 +55,9 @@ import (
 )
 
 const timeout = 60 * time.Second
+
+// personality is "cnidriver" (the conformance suite's driver) or "cnitool" (set at link time).
+var personality = "cnidriver"
 
 type failure struct {
 	Code    uint   `json:"code"`
@@ -95,15 +109,24 @@ func loadList(path string) *libcni.NetworkConfigList {
 	return list
 }
 
+func ifName() string {
+	if ifname := os.Getenv("CNI_IFNAME"); ifname != "" {
+		return ifname
+	}
+	return "eth0"
+}
+
+func containerID(netns string) string {
+	if cid := os.Getenv("CNI_CONTAINERID"); cid != "" {
+		return cid
+	}
+	prefix := personality + "-"
+	return fmt.Sprintf("%s%x", prefix, sha512.Sum512([]byte(netns)))[:len(prefix)+20]
+}
+
 func runtimeConf(netns string) *libcni.RuntimeConf {
-	ifname := os.Getenv("CNI_IFNAME")
-	if ifname == "" {
-		ifname = "eth0"
-	}
-	cid := os.Getenv("CNI_CONTAINERID")
-	if cid == "" {
-		cid = fmt.Sprintf("cnidriver-%x", sha512.Sum512([]byte(netns)))[:len("cnidriver-")+20]
-	}
+	ifname := ifName()
+	cid := containerID(netns)
 	rt := &libcni.RuntimeConf{ContainerID: cid, NetNS: netns, IfName: ifname}
 	if a := os.Getenv("CNI_ARGS"); a != "" {
 		for _, kv := range strings.Split(a, ";") {
@@ -181,7 +204,90 @@ func execEach(ctx context.Context, command string, list *libcni.NetworkConfigLis
 	}
 }
 
+// cnitool: the network is named, its conflist looked up in NETCONFPATH.
+func cnitool() {
+	if len(os.Args) < 3 {
+		cnitoolUsage()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	confDir := os.Getenv("NETCONFPATH")
+	if confDir == "" {
+		confDir = "/etc/cni/net.d"
+	}
+	list, err := libcni.LoadConfList(confDir, os.Args[2])
+	if err != nil {
+		fail(fmt.Errorf("loading network %q from %s: %w", os.Args[2], confDir, err))
+	}
+	paths := cniPath()
+	cninet := libcni.NewCNIConfigWithCacheDir(paths, cacheDir(), nil)
+	switch cmd := os.Args[1]; cmd {
+	case "add", "check", "del":
+		if len(os.Args) != 4 {
+			cnitoolUsage()
+		}
+		netns, err := filepath.Abs(os.Args[3])
+		if err != nil {
+			fail(err)
+		}
+		rt := runtimeConf(netns)
+		switch cmd {
+		case "add":
+			result, err := cninet.AddNetworkList(ctx, list, rt)
+			if err != nil {
+				fail(err)
+			}
+			b, err := json.MarshalIndent(result, "", "    ")
+			if err != nil {
+				fail(err)
+			}
+			fmt.Println(string(b))
+		case "check":
+			if err := cninet.CheckNetworkList(ctx, list, rt); err != nil {
+				fail(err)
+			}
+		case "del":
+			if err := cninet.DelNetworkList(ctx, list, rt); err != nil {
+				fail(err)
+			}
+		}
+	case "gc":
+		valid := []interface{}{}
+		if len(os.Args) == 4 {
+			netns, err := filepath.Abs(os.Args[3])
+			if err != nil {
+				fail(err)
+			}
+			valid = append(valid, map[string]string{"containerID": containerID(netns), "ifname": ifName()})
+		} else if len(os.Args) != 3 {
+			cnitoolUsage()
+		}
+		execEach(ctx, "GC", list, paths, map[string]interface{}{"cni.dev/valid-attachments": valid})
+	case "status":
+		if len(os.Args) != 3 {
+			cnitoolUsage()
+		}
+		execEach(ctx, "STATUS", list, paths, nil)
+	default:
+		cnitoolUsage()
+	}
+}
+
+func cnitoolUsage() {
+	fmt.Fprintln(os.Stderr, "usage: cnitool add|check|del <network-name> <netns-path>\n"+
+		"       cnitool gc <network-name> [<netns-path>]\n"+
+		"       cnitool status <network-name>\n"+
+		"env: NETCONFPATH (default /etc/cni/net.d), CNI_PATH (required), CNI_IFNAME (default eth0),\n"+
+		"     CNI_ARGS (K=V;K=V), CAP_ARGS (JSON), CNI_CACHE_DIR (default $TMPDIR/cnidriver-cache),\n"+
+		"     CNI_CONTAINERID (default cnitool-<hash of the netns path>)")
+	os.Exit(2)
+}
+
 func main() {
+	if personality == "cnitool" {
+		cnitool()
+		return
+	}
 	if len(os.Args) < 3 {
 		usage()
 	}

@@ -1,11 +1,12 @@
-"""Build a busybox OCI image archive locally, from Debian's busybox-static.
+"""Build OCI image archives locally: busybox (from Debian's busybox-static) and a pause image.
 
-No registry is reachable, so the e2e tests make their own image: one uncompressed
+No registry is reachable, so the e2e tests make their own images. The busybox one: one uncompressed
 layer holding ``/bin/busybox`` plus a symlink per applet (from ``busybox --list-full``),
 an image config with Entrypoint/Cmd, a manifest, and an OCI image layout
 (``oci-layout``, ``index.json``, ``blobs/sha256/...``) packed into a tar that
 ``ctr images import`` accepts. Every digest is computed here with hashlib; the
-archive is byte-for-byte reproducible for a given busybox binary.
+archive is byte-for-byte reproducible for a given busybox binary. The pause image (the CRI
+tier's sandbox image) is the same layout around one static ``/pause`` binary.
 """
 
 from __future__ import annotations
@@ -138,8 +139,36 @@ def build_image_archive(
     name: str = "docker.io/library/wd-busybox:e2e",
     busybox: Path = BUSYBOX,
 ) -> BusyboxImage:
-    """Write an OCI image-layout tar to ``dest`` and describe what is in it."""
-    layer = Blob(MT_LAYER, build_layer(busybox))
+    """Write a busybox OCI image-layout tar to ``dest`` and describe what is in it."""
+    return write_oci_archive(
+        dest, name, build_layer(busybox), entrypoint=["/bin/busybox"], cmd=["sh"]
+    )
+
+
+def build_pause_layer(pause: Path) -> bytes:
+    """A rootfs layer holding only ``/pause`` (a static binary) and the dirs runc expects."""
+    binary = pause.read_bytes()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for d in ("dev", "etc", "proc", "sys"):
+            tar.addfile(_tarinfo(d, tarfile.DIRTYPE, 0o755))
+        ti = _tarinfo("pause", tarfile.REGTYPE, 0o755)
+        ti.size = len(binary)
+        tar.addfile(ti, io.BytesIO(binary))
+    return buf.getvalue()
+
+
+def build_pause_archive(dest: Path, name: str, pause: Path) -> BusyboxImage:
+    """A pause-like sandbox image (what a CRI runtime starts as each pod's infra container):
+    one layer with the static ``pause`` binary, entrypoint ``/pause``."""
+    return write_oci_archive(dest, name, build_pause_layer(pause), entrypoint=["/pause"], cmd=[])
+
+
+def write_oci_archive(
+    dest: Path, name: str, layer_data: bytes, *, entrypoint: list[str], cmd: list[str]
+) -> BusyboxImage:
+    """Write a one-layer OCI image-layout tar (uncompressed layer) to ``dest``."""
+    layer = Blob(MT_LAYER, layer_data)
     arch, osname = _goarch(), "linux"
     config = Blob(
         MT_CONFIG,
@@ -150,8 +179,8 @@ def build_image_archive(
                 "created": EPOCH_ISO,
                 "config": {
                     "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                    "Entrypoint": ["/bin/busybox"],
-                    "Cmd": ["sh"],
+                    "Entrypoint": entrypoint,
+                    "Cmd": cmd,
                     "WorkingDir": "/",
                 },
                 # Uncompressed layer: its diff_id is its own digest.

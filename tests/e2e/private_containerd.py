@@ -13,8 +13,11 @@ Layout (everything below one temp dir ``base``):
   thus the CNI plugins that ctr execs) is entered with ``nsenter -t <holder> -m -n``.
   When the last process in it exits, the mount namespace and all its mounts go away.
 * ``PrivateContainerd``: containerd with its own root/state/grpc socket/config under
-  ``base``, the CRI plugin disabled, its log in ``base/containerd.log``; a ``ctr``
-  helper bound to its socket and to a private containerd namespace name.
+  ``base``, its log in ``base/containerd.log``; a ``ctr`` helper bound to its socket and
+  to a private containerd namespace name. By default the CRI plugin is disabled; with a
+  ``CriSettings`` it is enabled (namespace ``k8s.io``) with its own CNI ``conf_dir`` and
+  ``bin_dir``, a local sandbox image and ``restrict_oom_score_adj`` (root here lacks
+  CAP_SYS_RESOURCE; runc fails with "can't get final child's PID" otherwise).
 
 Cleanup is explicit (``close()``), idempotent and tolerant of half-started states, so
 that fixtures can call it from finalizers also after a failure.
@@ -180,6 +183,21 @@ class Node:
             _run(["ip", "netns", "del", self.name], check=False)
 
 
+@dataclass(frozen=True)
+class CriSettings:
+    """What the CRI plugin needs here: CNI dirs (as seen in the node's mount namespace), the
+    locally imported sandbox image, and the cgroup parent the test's pods use (removed on
+    close)."""
+
+    conf_dir: str
+    bin_dir: str
+    sandbox_image: str
+    cgroup_parent: str
+
+
+CRI_NAMESPACE = "k8s.io"
+
+
 @dataclass
 class PrivateContainerd:
     """containerd with private root/state/socket, running on a ``Node``."""
@@ -189,6 +207,7 @@ class PrivateContainerd:
     namespace: str
     proc: subprocess.Popen[bytes] | None = None
     task_pids: dict[str, int] = field(default_factory=dict)
+    cri: CriSettings | None = None
 
     @property
     def address(self) -> Path:
@@ -200,8 +219,10 @@ class PrivateContainerd:
 
     def config_toml(self) -> str:
         root, state = self.base / "root", self.base / "state"
+        # Without CriSettings no CRI: it would run its own CNI + streaming port.
+        cri_plugin = [] if self.cri else ["io.containerd.grpc.v1.cri"]
         disabled = [
-            "io.containerd.grpc.v1.cri",  # no CRI: it would run its own CNI + streaming port
+            *cri_plugin,
             "io.containerd.internal.v1.opt",
             "io.containerd.snapshotter.v1.aufs",
             "io.containerd.snapshotter.v1.btrfs",
@@ -224,9 +245,34 @@ class PrivateContainerd:
                 '  level = "info"',
                 '[plugins."io.containerd.internal.v1.opt"]',
                 f'  path = "{self.base / "opt"}"',
+                *self._cri_toml(),
                 "",
             ]
         )
+
+    def _cri_toml(self) -> list[str]:
+        if self.cri is None:
+            return []
+        cri = '[plugins."io.containerd.grpc.v1.cri"'
+        return [
+            cri + "]",
+            f'  sandbox_image = "{self.cri.sandbox_image}"',
+            "  restrict_oom_score_adj = true",
+            "  disable_apparmor = true",
+            "  enable_selinux = false",
+            # Streaming (exec/attach) server: loopback of the node netns, any free port.
+            '  stream_server_address = "127.0.0.1"',
+            '  stream_server_port = "0"',
+            cri + ".containerd]",
+            '  snapshotter = "overlayfs"',
+            '  default_runtime_name = "runc"',
+            cri + ".containerd.runtimes.runc]",
+            '  runtime_type = "io.containerd.runc.v2"',
+            cri + ".cni]",
+            f'  bin_dir = "{self.cri.bin_dir}"',
+            f'  conf_dir = "{self.cri.conf_dir}"',
+            "  max_conf_num = 1",
+        ]
 
     def start(self, timeout: float = 30.0) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
@@ -316,9 +362,11 @@ class PrivateContainerd:
         for pid in self.task_pids.values():
             if "sleep" in " ".join(_cmdline(pid)):
                 _kill_pid(pid)
-        # runc left /sys/fs/cgroup/[<controller>/]<namespace>/ behind (empty by now).
+        # runc left /sys/fs/cgroup/[<controller>/]<namespace or cgroup parent>/ behind (empty
+        # by now).
         cg = Path("/sys/fs/cgroup")
-        for top in [cg / self.namespace, *cg.glob(f"*/{self.namespace}")]:
+        tops = [self.namespace] if self.cri is None else [self.cri.cgroup_parent.strip("/")]
+        for top in [p for name in tops for p in (cg / name, *cg.glob(f"*/{name}"))]:
             if top.is_dir():
                 for d in sorted(top.rglob("*"), key=lambda p: len(p.parts), reverse=True):
                     if d.is_dir():

@@ -142,10 +142,10 @@ class Setup:
     binaries: tuple[str, ...]
 
 
-def install_reference(node: Node, base: Path) -> Setup:
+def install_reference(node: Node, base: Path, subnet_env: str = SUBNET_ENV) -> Setup:
     data_dir = base / "ipam"
     subnet_file = base / "subnet.env"
-    subnet_file.write_text(SUBNET_ENV)
+    subnet_file.write_text(subnet_env)
     for plugin in ("bridge", "host-local", "portmap", "bandwidth"):
         node.run(["cp", str(REFERENCE_PLUGINS / plugin), f"{CNI_BIN}/{plugin}"])
     # Derived from the subnet file as flannel's plugin does, not hard-coded.
@@ -156,11 +156,11 @@ def install_reference(node: Node, base: Path) -> Setup:
     )
 
 
-def install_weft(node: Node, base: Path) -> Setup:
+def install_weft(node: Node, base: Path, subnet_env: str = SUBNET_ENV) -> Setup:
     exe = weft_executable()
     data_dir = base / "ipam"
     subnet_file = base / "subnet.env"
-    subnet_file.write_text(SUBNET_ENV)
+    subnet_file.write_text(subnet_env)
     # An exec shim, so that a wrapper script still sees its own path as $0.
     node.write_file(
         f"{CNI_BIN}/weft", f'#!/bin/sh\nexec {shlex.quote(str(exe))} "$@"\n'.encode(), mode=0o755
@@ -171,7 +171,7 @@ def install_weft(node: Node, base: Path) -> Setup:
     return Setup(weft_conflist(subnet_file, data_dir), data_dir, ("weft", "portmap", "bandwidth"))
 
 
-PLUGINS: dict[str, Callable[[Node, Path], Setup]] = {
+PLUGINS: dict[str, Callable[[Node, Path, str], Setup]] = {
     "reference": install_reference,
     "weft": install_weft,
 }
@@ -322,7 +322,7 @@ def test_ctr_run_cni_two_pods(
     e2e_base: Path,
 ) -> None:
     node, cd = e2e_node, private_containerd
-    setup = PLUGINS[plugin](node, e2e_base)
+    setup = PLUGINS[plugin](node, e2e_base, SUBNET_ENV)
     node.write_file(CONFLIST_PATH, json.dumps(setup.conflist, indent=1).encode())
     # ctr sees exactly this chain: one config, only the chain's plugins in the bin dir.
     assert node.run(["ls", "/etc/cni/net.d"]).stdout.split() == [Path(CONFLIST_PATH).name]
