@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import NamedTuple
 
 from cni.dispatch import ABOUT, PLUGIN_VERSION, Dispatcher, Handler
 from cni.spec import SUPPORTED_VERSIONS
 
 FAULT_ENV = "WEFT_FAULT_AT"  # test seam: SIGKILL ourselves at a named ADD step
+MODULES_ENV = "WEFT_MODULES_OUT"  # test seam: write the names of the loaded modules here
 
 
 def _handler(command: str) -> Handler:
@@ -28,33 +30,103 @@ def _checkpoint(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _human(argv: list[str]) -> int | None:
-    """A person running the binary (no CNI_COMMAND): a short message, exit 0."""
-    if os.environ.get("CNI_COMMAND"):
-        return None
+class Subcommand(NamedTuple):
+    """A person-mode subcommand: its module is imported only when it runs."""
+
+    usage: str  # arguments, after the name
+    summary: str
+    module: str  # defines run(name, argv) -> exit code
+    takes_name: bool = True  # run(name, argv) rather than run(argv)
+
+
+# One line per subcommand; another one is one more entry here.
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "ls": Subcommand(
+        "[--json] [--conf FILE]",
+        "one row per address: pod, netns, veth, boot, age, live/stale/host-local",
+        "cni.operator",
+    ),
+    "status": Subcommand(
+        "[--json] [--conf FILE]",
+        "subnet file, cni0, ip_forward, range usage, helper; exit 1 when unhealthy",
+        "cni.operator",
+    ),
+    "gc": Subcommand(
+        "[--dry-run] [--json] [--conf FILE]",
+        "release every attachment whose netns is gone (never a live pod)",
+        "cni.operator",
+    ),
+}
+
+
+def usage() -> str:
+    from cni.operator import CONF_DIRS_ENV, DEFAULT_CONF_DIRS
+
+    width = max(len(n) + len(s.usage) for n, s in SUBCOMMANDS.items()) + 2
+    lines = [f"usage: weft {'{'}{','.join(SUBCOMMANDS)}{'}'} [options] | --version | --help"]
+    for n, s in SUBCOMMANDS.items():
+        lines.append(f"  weft {(n + ' ' + s.usage).ljust(width)} {s.summary}")
+    lines.append(
+        f"  config: --conf FILE, or the first conflist with a weft plugin in "
+        f"${CONF_DIRS_ENV} (default {':'.join(DEFAULT_CONF_DIRS)})"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _about() -> str:
     versions = ", ".join(SUPPORTED_VERSIONS)
-    if "--version" in argv or "-v" in argv:
-        print(f"weft {PLUGIN_VERSION} (CNI spec versions {versions})")
-        return 0
-    text = (
+    return (
         f"{ABOUT}\nweft {PLUGIN_VERSION}; CNI protocol versions supported: {versions}\n"
         "It is run by a container runtime (containerd, cri-o, cnitool) with CNI_COMMAND and the\n"
         "other CNI_* variables set and the network config on stdin; see README.md.\n"
+        "A person on the node can inspect and clean up with:\n" + usage()
     )
-    if "--help" in argv or "-h" in argv:
-        sys.stdout.write(text)
-    else:  # as the reference plugins do (skel's "about"): stderr, exit 0
-        sys.stderr.write(text)
-    return 0
+
+
+def person(argv: list[str]) -> int:
+    """No CNI_COMMAND: a person at a shell. No argument: the about text on stderr, exit 0
+    (as the reference plugins' skel does); an unknown subcommand or option: usage, exit 2."""
+    if not argv:
+        sys.stderr.write(_about())
+        return 0
+    first, rest = argv[0], argv[1:]
+    if first in ("--version", "-v") and not rest:
+        versions = ", ".join(SUPPORTED_VERSIONS)
+        print(f"weft {PLUGIN_VERSION} (CNI spec versions {versions})")
+        return 0
+    if first in ("--help", "-h", "help") and not rest:
+        sys.stdout.write(_about())
+        return 0
+    sub = SUBCOMMANDS.get(first)
+    if sub is None:
+        what = "option" if first.startswith("-") else "subcommand"
+        sys.stderr.write(f"weft: unknown {what} {first!r}\n{usage()}")
+        return 2
+    if "--help" in rest or "-h" in rest:
+        sys.stdout.write(f"usage: weft {first} {sub.usage}\n  {sub.summary}\n")
+        return 0
+    import importlib
+
+    module = importlib.import_module(sub.module)
+    try:
+        code: int = module.run(first, rest) if sub.takes_name else module.run(rest)
+    except module.UsageError as e:
+        sys.stderr.write(f"weft {first}: {e}\nusage: weft {first} {sub.usage}\n")
+        return 2
+    return code
 
 
 def main() -> int:
-    human = _human(sys.argv[1:])
-    if human is not None:
-        return human
-    return Dispatcher(
+    if not os.environ.get("CNI_COMMAND"):
+        return person(sys.argv[1:])
+    code = Dispatcher(
         os.environ.get, sys.stdin.buffer, sys.stdout, sys.stderr, _handler, _checkpoint
     ).run()
+    modules_out = os.environ.get(MODULES_ENV)
+    if modules_out:  # test seam: which modules this exec loaded (pydantic must not be one)
+        with open(modules_out, "w", encoding="utf-8") as f:
+            f.write("\n".join(sorted(sys.modules)) + "\n")
+    return code
 
 
 if __name__ == "__main__":

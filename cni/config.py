@@ -78,6 +78,14 @@ def is_flannel_shape(obj: dict[str, Any]) -> bool:
     return "subnetFile" in obj or "delegate" in obj
 
 
+def shape_reason(obj: dict[str, Any]) -> str:
+    """Which shape ``parse_netconf`` reads ``obj`` as, and why (for the log)."""
+    if is_flannel_shape(obj):
+        keys = " and ".join(k for k in ("subnetFile", "delegate") if k in obj)
+        return f"flannel shape (the config has {keys}): bridge options from the subnet file"
+    return "bridge shape (the config has neither subnetFile nor delegate): host-local ipam ranges"
+
+
 def subnet_file_path(obj: dict[str, Any]) -> str | None:
     """Where the flannel shape reads its subnet file (None for the bridge shape)."""
     if not is_flannel_shape(obj):
@@ -346,3 +354,136 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
         log_level=log_level,
         lock_timeout=lock_timeout,
     )
+
+
+# ---- config mistakes: warnings, never errors -----------------------------------------------
+# Keys any plugin of a chain may receive from the runtime or libcni, and k3s's own.
+_RUNTIME_KEYS = frozenset(
+    {"cniVersion", "name", "type", "args", "runtimeConfig", "capabilities", "prevResult"}
+)
+_WEFT_KEYS = frozenset({"logFile", "logLevel", "lockTimeout", "ipam", "dns"})
+_BRIDGE_KEYS = frozenset(
+    {
+        "bridge",
+        "isGateway",
+        "isDefaultGateway",
+        "forceAddress",
+        "ipMasq",
+        "mtu",
+        "hairpinMode",
+        "promiscMode",
+    }
+)
+# the reference bridge's options weft does not implement: accepted, ignored, said so
+_BRIDGE_UNSUPPORTED = frozenset(
+    {
+        "vlan",
+        "vlanTrunk",
+        "preserveDefaultVlan",
+        "macspoofchk",
+        "enabledad",
+        "disableContainerInterface",
+        "portIsolation",
+        "ipMasqBackend",
+    }
+)
+_FLANNEL_KEYS = frozenset({"subnetFile", "dataDir", "delegate"})
+_DELEGATE_KEYS = _BRIDGE_KEYS | {"type", "name", "cniVersion", "dns"}
+_IPAM_KEYS = frozenset(
+    {"type", "dataDir", "ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes"}
+)
+_IPAM_FLANNEL_KEYS = frozenset({"type", "dataDir", "routes"})
+_RANGE_KEYS = frozenset({"subnet", "rangeStart", "rangeEnd", "gateway"})
+_DNS_KEYS = frozenset({"nameservers", "domain", "search", "options"})
+_MAX_TYPO_DISTANCE = 2
+
+
+def edit_distance(a: str, b: str, limit: int = _MAX_TYPO_DISTANCE) -> int:
+    """Levenshtein distance, case-insensitive, capped at ``limit + 1`` (cheap: no difflib)."""
+    a, b = a.lower(), b.lower()
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        if min(cur) > limit:
+            return limit + 1
+        prev = cur
+    return min(prev[-1], limit + 1)
+
+
+def probable_key(key: str, known: frozenset[str] | set[str]) -> str | None:
+    """The known key ``key`` was probably meant to be, or None."""
+    best: tuple[int, str] | None = None
+    for k in known:
+        d = edit_distance(key, k)
+        if d <= _MAX_TYPO_DISTANCE and (best is None or (d, k) < best):
+            best = (d, k)
+    return best[1] if best else None
+
+
+def _unknown(section: dict[str, Any], known: frozenset[str], where: str) -> list[str]:
+    out = []
+    for key in sorted(section):
+        if key in known or key.startswith("cni.dev/"):
+            continue
+        guess = probable_key(key, known)
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        out.append(f"config: unknown key {where}{key!r} ignored{hint}")
+    return out
+
+
+def config_warnings(obj: dict[str, Any]) -> list[str]:
+    """Unknown keys in weft's own sections (top level, delegate, ipam, ipam.ranges, dns),
+    each with the key probably meant; keys the runtime, libcni or k3s add never warn."""
+    flannel = is_flannel_shape(obj)
+    out: list[str] = []
+    top_known = _RUNTIME_KEYS | _WEFT_KEYS | _FLANNEL_KEYS | _BRIDGE_KEYS | _BRIDGE_UNSUPPORTED
+    out += _unknown(obj, frozenset(top_known), "")
+    if flannel:
+        for key in sorted(_BRIDGE_KEYS & obj.keys()):
+            out.append(
+                f"config: {key!r} at the top level is ignored in the flannel shape; "
+                "put it under 'delegate'"
+            )
+    else:
+        out += [
+            f"config: {k!r} is a flannel-shape key, ignored in the bridge shape"
+            for k in sorted({"dataDir"} & obj.keys())
+        ]
+    for key in sorted(_BRIDGE_UNSUPPORTED & obj.keys()):
+        out.append(f"config: {key!r} (a reference bridge option) is not supported by weft, ignored")
+    delegate = obj.get("delegate")
+    if isinstance(delegate, dict):
+        out += _unknown(
+            delegate, frozenset(_DELEGATE_KEYS | _BRIDGE_UNSUPPORTED | {"ipam"}), "delegate."
+        )
+        if "ipam" in delegate:
+            out.append(
+                "config: 'delegate.ipam' is ignored: the ranges come from the subnet "
+                "file; set dataDir and routes in the top-level 'ipam'"
+            )
+    ipam = obj.get("ipam")
+    if isinstance(ipam, dict):
+        out += _unknown(ipam, _IPAM_KEYS, "ipam.")
+        if flannel:
+            for key in sorted((_IPAM_KEYS - _IPAM_FLANNEL_KEYS) & ipam.keys()):
+                out.append(
+                    f"config: 'ipam.{key}' is ignored in the flannel shape: the ranges "
+                    "come from the subnet file"
+                )
+        ranges = ipam.get("ranges")
+        if isinstance(ranges, list):
+            for i, rs in enumerate(ranges):
+                for j, r in enumerate(rs if isinstance(rs, list) else []):
+                    if isinstance(r, dict):
+                        out += _unknown(r, _RANGE_KEYS, f"ipam.ranges[{i}][{j}].")
+    for where, dns in (
+        ("dns.", obj.get("dns")),
+        ("delegate.dns.", (delegate or {}).get("dns") if isinstance(delegate, dict) else None),
+    ):
+        if isinstance(dns, dict):
+            out += _unknown(dns, _DNS_KEYS, where)
+    return out

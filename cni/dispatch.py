@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, NamedTuple, TextIO
 
 from cni import spec
 from cni.errors import CNIError, IncompatibleVersion
-from cni.log import Log
+from cni.log import Log, pod_context
 
 ABOUT = "weft: CNI plugin (veth + bridge + host-local IPAM from the flannel subnet file)"
 PLUGIN_VERSION = "0.1.0"
@@ -67,6 +67,11 @@ class Dispatcher:
         obj: dict[str, Any] | None = None
         try:
             command = self._getenv("CNI_COMMAND") or ""
+            self.log.set_context(
+                command,
+                self._getenv("CNI_CONTAINERID") or "",
+                *pod_context(self._getenv("CNI_ARGS") or ""),
+            )
             if command == "VERSION":
                 spec.read_env(self._getenv)
                 return self._version()
@@ -84,7 +89,7 @@ class Dispatcher:
                     f"cniVersion {version} < {minimum}",
                 )
             self.log.configure(_str_or_none(obj.get("logFile")), _level(obj.get("logLevel")))
-            self.log.debug(f"{env.command} container={env.container_id} ifname={env.ifname}")
+            self.log.debug(f"ifname={env.ifname} netns={env.netns}")
             req = Request(env, obj, self.log, self._checkpoint)
             out = self._handler(env.command)(req)
             if out is not None:
@@ -118,6 +123,9 @@ class Dispatcher:
 
     def _fail(self, err: CNIError, obj: dict[str, Any] | None) -> int:
         self.log.error(f"code {err.code}: {err}")
+        if not self.log.configured and obj is not None:
+            # failed before the config was read: its logFile still gets the lines so far
+            self.log.configure(_str_or_none(obj.get("logFile")), _level(obj.get("logLevel")))
         self._print(err.to_dict(_config_version(obj)))
         return 1
 
