@@ -431,7 +431,7 @@ def _unknown(section: dict[str, Any], known: frozenset[str], where: str) -> list
             continue
         guess = probable_key(key, known)
         hint = f" (did you mean {guess!r}?)" if guess else ""
-        out.append(f"config: unknown key {where}{key!r} ignored{hint}")
+        out.append(f"config: unknown key '{where}{key}' ignored{hint}")
     return out
 
 
