@@ -28,10 +28,13 @@ from cni.errors import (
 )
 from cni.netlink import Netlink
 from cni.netns import NetnsGone, entered, open_netns
-from cni.plan import AddPlan, Allocated, build_result, host_veth_name, plan_add
-from ipam.allocator import Allocator, Reservation
+from cni.plan import Allocated, attachment_record, build_result, host_veth_name, plan_add
+from cni.spec import pod_ref
+from ipam.allocator import Allocator
+from ipam.attachments import AttachmentStore
+from ipam.disk import DiskStore
 from ipam.lock import FileLock
-from ipam.store import DiskStore
+from ipam.store import Reservation
 from ipam.subnetfile import SubnetFile, parse_subnet_file
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -81,6 +84,7 @@ def open_pod_netlink(fd: int, path: str) -> Netlink:
 # ---- teardown shared by DEL, GC and reclaim -------------------------------------------
 def teardown(
     store: DiskStore,
+    records: AttachmentStore,
     conf: NetConf,
     container_id: str,
     ifname: str,
@@ -90,7 +94,7 @@ def teardown(
     """Remove one attachment: host veth (which takes the pod end with it), masquerade rule,
     reservation(s), record. Best effort for what is already gone; raises only when
     something that is there could not be removed."""
-    record = store.get_attachment(container_id, ifname)
+    record = records.get(container_id, ifname)
     reserved = store.get_by_id(container_id, ifname)
     if record is None and not reserved:
         return
@@ -103,16 +107,15 @@ def teardown(
         if host is None:
             nl.close()
     versions: set[int] = {ip.version for ip in reserved}
-    recorded_ips = (record or {}).get("ips")
-    if isinstance(recorded_ips, list):
-        versions |= {6 if ":" in str(a) else 4 for a in recorded_ips}
-    masq_versions = versions if (record or {}).get("ipMasq", conf.ip_masq) is True else set()
+    if record is not None:
+        versions |= record.versions
+    masq_versions = versions if (record.ip_masq if record else conf.ip_masq) else set()
     if masq_versions:
         from cni import masq  # subprocess: only when there is a rule to remove
 
         masq.teardown(conf.name, container_id, masq_versions)
     store.release_by_id(container_id, ifname)
-    store.delete_attachment(container_id, ifname)
+    records.delete(container_id, ifname)
 
 
 def _delete_in_netns(netns: str, ifname: str) -> None:
@@ -127,23 +130,24 @@ def _delete_in_netns(netns: str, ifname: str) -> None:
         os.close(fd)
 
 
-def _stale(store: DiskStore, conf: NetConf, current_boot: str, r: Reservation) -> bool:
+def _stale(
+    store: DiskStore, records: AttachmentStore, conf: NetConf, current_boot: str, r: Reservation
+) -> bool:
     """A reservation from an earlier boot whose netns is gone: its pod cannot exist."""
     if not r.ifname:  # host-local's legacy id-only record: not ours to judge
         return False
-    record = store.get_attachment(r.container_id, r.ifname)
-    if record is None or record.get("bootID") in (None, current_boot):
+    record = records.get(r.container_id, r.ifname)
+    if record is None or record.boot_id in ("", current_boot):
         return False
-    netns = str(record.get("netns") or "")
-    if netns and os.path.exists(netns):
+    if record.netns and os.path.exists(record.netns):
         return False
-    teardown(store, conf, r.container_id, r.ifname, "", None)
+    teardown(store, records, conf, r.container_id, r.ifname, "", None)
     return True
 
 
-def _report_problems(store: DiskStore, req: Request) -> None:
+def _report_problems(store: DiskStore, records: AttachmentStore, req: Request) -> None:
     """Foreign or corrupt files in the store are reported, never trusted, never fatal."""
-    for problem in store.problems:
+    for problem in store.problems + records.problems:
         req.log.warning(f"store: {problem}")
 
 
@@ -153,6 +157,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
     if not conf.ipam.range_sets:
         raise InvalidConfig("invalid network configuration: ipam", "no IP ranges configured")
     store = DiskStore(conf.ipam.data_dir, conf.name)
+    records = AttachmentStore(store.dir)
     with ExitStack() as held, ExitStack() as undo:
         pod_fd = open_netns(env.netns)
         held.callback(os.close, pod_fd)
@@ -160,11 +165,12 @@ def cmd_add(req: Request) -> dict[str, Any]:
         host = held.enter_context(Netlink.open())
         pod = held.enter_context(open_pod_netlink(pod_fd, env.netns))
         current_boot = boot_id()
-        _refuse_duplicate(store, conf, env.container_id, env.ifname, current_boot)
-        allocs = _allocate(store, conf, env.container_id, env.ifname, current_boot, undo)
+        _refuse_duplicate(store, records, conf, env.container_id, env.ifname, current_boot)
+        allocs = _allocate(store, records, conf, env.container_id, env.ifname, current_boot, undo)
         plan = plan_add(conf, env.container_id, env.ifname, allocs)
-        store.put_attachment(env.container_id, env.ifname, _record(plan, env.netns, current_boot))
-        undo.callback(store.delete_attachment, env.container_id, env.ifname)
+        k8s = pod_ref(env.args)
+        records.put(attachment_record(plan, env.container_id, env.netns, current_boot, k8s))
+        undo.callback(records.delete, env.container_id, env.ifname)
         req.checkpoint("reserved")
         br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
         bridge.ensure_bridge_addresses(host, br, plan.bridge_addresses, plan.force_address)
@@ -188,7 +194,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         br = host.link_get(plan.bridge) or br
         result = build_result(plan, br.mac, veth.mac, pod_link.mac, env.netns, conf.dns)
         undo.pop_all()
-    _report_problems(store, req)
+    _report_problems(store, records, req)
     req.log.info(
         f"ADD {env.container_id}/{env.ifname}: {', '.join(str(a.address) for a in allocs)}"
     )
@@ -196,12 +202,20 @@ def cmd_add(req: Request) -> dict[str, Any]:
 
 
 def _refuse_duplicate(
-    store: DiskStore, conf: NetConf, cid: str, ifname: str, current_boot: str
+    store: DiskStore,
+    records: AttachmentStore,
+    conf: NetConf,
+    cid: str,
+    ifname: str,
+    current_boot: str,
 ) -> None:
     """(cid, ifname) must hold nothing yet — leftovers from before a reboot are reclaimed
     first. Checked before any undo exists: a refused ADD must not free a live address."""
     held = store.get_by_id(cid, ifname)
-    if any([_stale(store, conf, current_boot, Reservation(ip, cid, ifname)) for ip in held]):
+    stale = [
+        _stale(store, records, conf, current_boot, Reservation(ip, cid, ifname)) for ip in held
+    ]
+    if any(stale):
         held = store.get_by_id(cid, ifname)
     if held:
         raise DuplicateAllocation(
@@ -210,25 +224,19 @@ def _refuse_duplicate(
         )
 
 
-def _record(plan: AddPlan, netns: str, current_boot: str) -> dict[str, Any]:
-    """weft's attachment record: what DEL, GC and reboot recovery act on."""
-    return {
-        "hostVeth": plan.host_veth,
-        "netns": netns,
-        "bootID": current_boot,
-        "ipMasq": plan.ip_masq,
-        "bridge": plan.bridge,
-        "ips": [str(a.address) for a in plan.addresses],
-    }
-
-
 def _allocate(
-    store: DiskStore, conf: NetConf, cid: str, ifname: str, current_boot: str, undo: ExitStack
+    store: DiskStore,
+    records: AttachmentStore,
+    conf: NetConf,
+    cid: str,
+    ifname: str,
+    current_boot: str,
+    undo: ExitStack,
 ) -> list[Allocated]:
     allocs: list[Allocated] = []
     for i, rs in enumerate(conf.ipam.range_sets):
         got = Allocator(rs, store, str(i)).get(
-            cid, ifname, reclaim=lambda r: _stale(store, conf, current_boot, r)
+            cid, ifname, reclaim=lambda r: _stale(store, records, conf, current_boot, r)
         )
         if not allocs:  # (cid, ifname) held nothing before (checked by the caller)
             undo.callback(store.release_by_id, cid, ifname)
@@ -256,20 +264,16 @@ def _forwarding(versions: set[int]) -> None:
 def cmd_del(req: Request) -> None:
     env, conf = req.env, load_conf(req, need_subnet=False)
     store = DiskStore(conf.ipam.data_dir, conf.name)
+    records = AttachmentStore(store.dir)
     with FileLock(store.lock_path, conf.lock_timeout):
-        if store.get_attachment(env.container_id, env.ifname) or store.get_by_id(
+        if records.get(env.container_id, env.ifname) or store.get_by_id(
             env.container_id, env.ifname
         ):
-            teardown(store, conf, env.container_id, env.ifname, env.netns, None)
-        elif not _was_used(store):
+            teardown(store, records, conf, env.container_id, env.ifname, env.netns, None)
+        elif not store.was_used():
             _sweep_unrecorded(conf, env.container_id, env.ifname, env.netns)
     req.log.info(f"DEL {env.container_id}/{env.ifname}")
     return None
-
-
-def _was_used(store: DiskStore) -> bool:
-    """Has this store recorded anything ever (a last_reserved_ip file survives releases)?"""
-    return any(name.startswith("last_reserved_ip.") for name in os.listdir(store.dir))
 
 
 def _sweep_unrecorded(conf: NetConf, container_id: str, ifname: str, netns: str) -> None:
@@ -304,9 +308,9 @@ def cmd_check(req: Request) -> None:
                     owner = f"{env.container_id}/{env.ifname}"
                     raise CheckFailed(f"address {ip.address.ip} is not reserved for {owner}")
             with Netlink.open() as host, open_pod_netlink(pod_fd, env.netns) as pod:
-                record = store.get_attachment(env.container_id, env.ifname) or {}
-                host_veth = str(
-                    record.get("hostVeth") or host_veth_name(env.container_id, env.ifname)
+                record = AttachmentStore(store.dir).get(env.container_id, env.ifname)
+                host_veth = (
+                    record.host_veth if record else host_veth_name(env.container_id, env.ifname)
                 )
                 bridge.check_attachment(
                     host,
@@ -362,12 +366,13 @@ def cmd_gc(req: Request) -> None:
         return None
     valid = set(conf.valid_attachments)
     store = DiskStore(conf.ipam.data_dir, conf.name)
+    records = AttachmentStore(store.dir)
     if not store.exists():
         return None
     with FileLock(store.lock_path, conf.lock_timeout), Netlink.open() as host:
         reservations = store.reservations()
         owners = {(r.container_id, r.ifname) for r in reservations if r.ifname}
-        owners |= {(str(a["containerID"]), str(a["ifname"])) for a in store.attachments()}
+        owners |= {(a.container_id, a.ifname) for a in records.all()}
         valid_ids = {cid for cid, _ in valid}
         errors: list[str] = []
         for r in reservations:  # host-local's legacy id-only records match any ifname
@@ -377,11 +382,11 @@ def cmd_gc(req: Request) -> None:
             try:
                 # no netns: a recorded attachment goes by its host veth, and for a foreign
                 # (host-local) reservation GC has no netns to look in
-                teardown(store, conf, cid, ifname, "", host)
+                teardown(store, records, conf, cid, ifname, "", host)
                 req.log.info(f"GC released {cid}/{ifname}")
             except CNIError as e:
                 errors.append(f"{cid}/{ifname}: {e}")
-        _report_problems(store, req)
+        _report_problems(store, records, req)
         if errors:
             raise IOFailure("GC could not release every stale attachment", "; ".join(errors))
     return None

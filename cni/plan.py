@@ -7,7 +7,9 @@ from typing import NamedTuple
 
 from cni.config import NetConf
 from cni.digest import sha256_hex
+from cni.spec import PodRef
 from cni.types import DNS, Interface, IPAddress, IPConfig, IPInterface, Result, Route
+from ipam.attachments import Attachment
 
 DEFAULT_V4 = ipaddress.ip_network("0.0.0.0/0")
 DEFAULT_V6 = ipaddress.ip_network("::/0")
@@ -96,3 +98,21 @@ def build_result(
     )
     ips = tuple(IPConfig(a.address, a.gateway, 2) for a in plan.addresses)
     return Result(interfaces, ips, plan.routes, dns)
+
+
+def attachment_record(
+    plan: AddPlan, container_id: str, netns: str, boot_id: str, pod: PodRef
+) -> Attachment:
+    """What DEL, GC and reboot recovery will need to undo this ADD."""
+    return Attachment(
+        container_id=container_id,
+        ifname=plan.ifname,
+        host_veth=plan.host_veth,
+        netns=netns,
+        boot_id=boot_id,
+        ip_masq=plan.ip_masq,
+        bridge=plan.bridge,
+        ips=tuple(a.address for a in plan.addresses),
+        pod_namespace=pod.namespace,
+        pod_name=pod.name,
+    )

@@ -79,6 +79,33 @@ def parse_cni_args(raw: str) -> dict[str, str]:
     return out
 
 
+def _k8s_name(value: str) -> str:
+    """A Kubernetes object name (DNS-1123 subdomain: lower-case alphanumerics, '-', '.',
+    at most 253) or "" for anything else."""
+    ok = 0 < len(value) <= 253 and all(c in _K8S_NAME_CHARS for c in value)
+    return value if ok else ""
+
+
+_K8S_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+class PodRef(NamedTuple):
+    """The Kubernetes pod a runtime names in CNI_ARGS; "" when it names none."""
+
+    namespace: str = ""
+    name: str = ""
+
+
+def pod_ref(args: dict[str, str]) -> PodRef:
+    """``K8S_POD_NAMESPACE`` / ``K8S_POD_NAME`` (containerd, cri-o) from parsed CNI_ARGS.
+
+    Only labels for operators, so a value that is not a Kubernetes name is dropped rather
+    than refused: it must not make an ADD fail, nor end up unescaped in a record."""
+    return PodRef(
+        _k8s_name(args.get("K8S_POD_NAMESPACE", "")), _k8s_name(args.get("K8S_POD_NAME", ""))
+    )
+
+
 class Env(NamedTuple):
     command: str
     container_id: str
