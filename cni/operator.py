@@ -23,8 +23,9 @@ from typing import Any, NamedTuple, TextIO
 from cni import opstate
 from cni.config import NetConf, is_flannel_shape, parse_netconf, subnet_file_path
 from cni.errors import CNIError
-from cni.opstate import Attachment, Observed, Row
-from ipam.store import DiskStore
+from cni.opstate import Observed, Row
+from ipam.attachments import Attachment, AttachmentStore
+from ipam.disk import DiskStore
 from ipam.subnetfile import SubnetFile, parse_subnet_file
 
 CONF_DIRS_ENV = "WEFT_CONF_DIRS"
@@ -165,24 +166,6 @@ def boot_id() -> str:
         return f.read().strip()
 
 
-def attachment_of(rec: dict[str, Any]) -> Attachment:
-    def s(key: str) -> str:
-        v = rec.get(key)
-        return v if isinstance(v, str) else ""
-
-    ips = rec.get("ips")
-    return Attachment(
-        container_id=s("containerID"),
-        ifname=s("ifname"),
-        netns=s("netns"),
-        host_veth=s("hostVeth"),
-        boot_id=s("bootID"),
-        pod_namespace=s("podNamespace"),
-        pod_name=s("podName"),
-        ips=tuple(str(a) for a in ips) if isinstance(ips, list) else (),
-    )
-
-
 def _mtime(path: str) -> float | None:
     try:
         return os.lstat(path).st_mtime
@@ -190,11 +173,11 @@ def _mtime(path: str) -> float | None:
         return None
 
 
-def observe(store: DiskStore) -> list[Observed]:
+def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
     """Every reservation, plus every record whose reservation is gone."""
     from cni.netlink import Netlink
 
-    records = {(a.container_id, a.ifname): a for a in map(attachment_of, store.attachments())}
+    records = {(a.container_id, a.ifname): a for a in attachments.all()}
     seen: set[tuple[str, str]] = set()
     out: list[Observed] = []
     with Netlink.open() as host:
@@ -220,11 +203,33 @@ def observe(store: DiskStore) -> list[Observed]:
     return out
 
 
-def _table(loaded: Loaded) -> tuple[DiskStore, list[Row]]:
-    store = DiskStore(loaded.conf.ipam.data_dir, loaded.conf.name)
-    if not store.exists():
-        return store, []
-    return store, opstate.rows(observe(store), boot_id(), time.time())
+class Stores(NamedTuple):
+    """host-local's reservations and weft's attachment records of one network."""
+
+    disk: DiskStore
+    records: AttachmentStore
+
+    @property
+    def dir(self) -> str:
+        return self.disk.dir
+
+    @property
+    def problems(self) -> list[str]:
+        return self.disk.problems + self.records.problems
+
+
+def stores(conf: NetConf) -> Stores:
+    disk = DiskStore(conf.ipam.data_dir, conf.name)
+    return Stores(disk, AttachmentStore(disk.dir))
+
+
+def judged(s: Stores) -> list[Row]:
+    return opstate.rows(observe(s.disk, s.records), boot_id(), time.time())
+
+
+def _table(loaded: Loaded) -> tuple[Stores, list[Row]]:
+    s = stores(loaded.conf)
+    return s, judged(s) if s.disk.exists() else []
 
 
 # ---- weft ls ------------------------------------------------------------------------------
@@ -314,7 +319,7 @@ def helper_state(path: str) -> tuple[str, str]:
         return "running", f"pid {pid}"
 
 
-def facts(loaded: Loaded, store: DiskStore, table: list[Row]) -> opstate.NodeFacts:
+def facts(loaded: Loaded, store: Stores, table: list[Row]) -> opstate.NodeFacts:
     from cni.netlink import Netlink
 
     conf = loaded.conf
@@ -420,8 +425,8 @@ def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
     options = parse_options(argv, frozenset({"--conf", "--dry-run", "--json"}))
     loaded = load(options)
     conf = loaded.conf
-    store = DiskStore(conf.ipam.data_dir, conf.name)
-    if not store.exists():
+    store = stores(conf)
+    if not store.disk.exists():
         out.write(f"nothing to do: {store.dir} does not exist\n")
         return 0
     released: list[Row] = []
@@ -430,8 +435,8 @@ def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
         if not options.dry_run:  # a dry run takes no lock: it must not even create one
             from ipam.lock import FileLock
 
-            stack.enter_context(FileLock(store.lock_path, conf.lock_timeout))
-        table = opstate.rows(observe(store), boot_id(), time.time())
+            stack.enter_context(FileLock(store.disk.lock_path, conf.lock_timeout))
+        table = judged(store)
         plan = opstate.gc_plan(table)
         by_owner: dict[tuple[str, str], list[Row]] = {}
         for r in table:
@@ -444,7 +449,7 @@ def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
             host = stack.enter_context(Netlink.open())
             for cid, ifname in plan.release:
                 try:
-                    teardown(store, conf, cid, ifname, "", host)
+                    teardown(store.disk, store.records, conf, cid, ifname, "", host)
                     released += by_owner[(cid, ifname)]
                 except CNIError as e:
                     failed += [(r, str(e)) for r in by_owner[(cid, ifname)]]
@@ -472,7 +477,7 @@ def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
         out.write(
             f"not touched {r.ip} held by {r.container_id}{'/' + r.ifname if r.ifname else ''}: "
             f"{r.reason}. If you know that container is gone: "
-            f"flock {store.lock_path} rm {store.dir}/{r.ip}\n"
+            f"flock {store.disk.lock_path} rm {store.dir}/{r.ip}\n"
         )
     out.write(
         f"{len(released)} {verb}, {plan.kept_live} live kept, "

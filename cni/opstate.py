@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
+from ipam.attachments import Attachment
 from ipam.ranges import IPAddress, RangeSet
 from ipam.subnetfile import SubnetFile
 
@@ -26,19 +27,6 @@ STALE = "stale"
 HOST_LOCAL = "host-local"
 THIS_BOOT = "this"
 EARLIER_BOOT = "earlier"
-
-
-class Attachment(NamedTuple):
-    """The parts of weft's attachment record the operator reads."""
-
-    container_id: str
-    ifname: str
-    netns: str
-    host_veth: str
-    boot_id: str
-    pod_namespace: str
-    pod_name: str
-    ips: tuple[str, ...]
 
 
 class Observed(NamedTuple):

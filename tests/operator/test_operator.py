@@ -157,6 +157,12 @@ def test_ls_tells_live_stale_and_host_local_apart(mixed: Mixed) -> None:
         assert row["netnsExists"] is exists and os.path.exists(row["netns"]) is exists
         assert row["vethPresent"] is (row["hostVeth"] in links) is exists
         assert row["ageSeconds"] is not None and row["ageSeconds"] >= 0
+    assert (rows[ip["live"]]["podNamespace"], rows[ip["live"]]["podName"]) == ("default", "web-0")
+    assert (rows[ip["gone"]]["podNamespace"], rows[ip["gone"]]["podName"]) == (
+        "kube-system",
+        "job-1",
+    )
+    assert (rows[ip["gone-old"]]["podNamespace"], rows[ip["gone-old"]]["podName"]) == ("", "")
     hl = rows[HOST_LOCAL_IP]
     assert (hl["state"], hl["containerId"], hl["netns"], hl["boot"]) == (
         "host-local",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import ipaddress
 
 from cni import opstate
-from cni.opstate import Attachment, NodeFacts, Observed, RangeUsage
+from cni.opstate import NodeFacts, Observed, RangeUsage
+from ipam.attachments import Attachment
 from ipam.ranges import Range, RangeSet
 from ipam.subnetfile import parse_subnet_file
 
@@ -15,7 +16,9 @@ NOW = 1_000_000.0
 
 
 def rec(cid: str, netns: str = "/run/netns/x", boot: str = BOOT) -> Attachment:
-    return Attachment(cid, "eth0", netns, f"veth{cid}", boot, "default", f"pod-{cid}", ())
+    return Attachment(
+        cid, "eth0", f"veth{cid}", netns, boot, False, "cni0", (), "default", f"pod-{cid}"
+    )
 
 
 def obs(
