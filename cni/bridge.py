@@ -41,12 +41,13 @@ def ensure_bridge(nl: Netlink, name: str, mtu: int | None, promisc: bool) -> Lin
 
 def ensure_bridge_addresses(
     nl: Netlink, bridge: Link, wanted: tuple[IPInterface, ...], force: bool
-) -> None:
+) -> list[IPInterface]:
     """Put the gateway address(es) on the bridge. Another address of the same family (a
     stale one after the node's subnet changed) is replaced with ``forceAddress`` and is an
-    error without it, as in the reference bridge plugin."""
+    error without it, as in the reference bridge plugin. Returns the addresses replaced."""
+    moved: list[IPInterface] = []
     if not wanted:
-        return
+        return moved
     present = [a.address for a in nl.addrs(bridge.ifindex)]
     for want in wanted:
         if want in present:
@@ -61,8 +62,10 @@ def ensure_bridge_addresses(
                 )
             with contextlib.suppress(LinkNotFound):
                 nl.addr_del(bridge.ifindex, have)
+                moved.append(have)
         with contextlib.suppress(Exists):
             nl.addr_add(bridge.ifindex, want)
+    return moved
 
 
 def create_veth(

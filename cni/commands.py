@@ -15,7 +15,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from cni import bridge, sysctl
-from cni.config import NetConf, parse_netconf, subnet_file_path
+from cni.config import NetConf, config_warnings, parse_netconf, shape_reason, subnet_file_path
 from cni.dispatch import Request
 from cni.errors import (
     CheckFailed,
@@ -24,16 +24,21 @@ from cni.errors import (
     InvalidConfig,
     IOFailure,
     NotAvailable,
+    RangeExhausted,
     TryAgainLater,
 )
+from cni.log import Log
 from cni.netlink import Netlink
 from cni.netns import NetnsGone, entered, open_netns
 from cni.plan import Allocated, attachment_record, build_result, host_veth_name, plan_add
 from cni.spec import pod_ref
+from cni.stale import RECLAIMABLE, UNJUDGEABLE, judge
+from cni.types import IPInterface
 from ipam.allocator import Allocator
-from ipam.attachments import AttachmentStore
+from ipam.attachments import Attachment, AttachmentStore
 from ipam.disk import DiskStore
 from ipam.lock import FileLock
+from ipam.ranges import RangeSet
 from ipam.store import Reservation
 from ipam.subnetfile import SubnetFile, parse_subnet_file
 
@@ -64,6 +69,9 @@ def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
 
 
 def load_conf(req: Request, *, need_subnet: bool) -> NetConf:
+    for warning in config_warnings(req.conf):  # before parsing: a typo may be why it fails
+        req.log.warning(warning)
+    req.log.info(shape_reason(req.conf))
     path = subnet_file_path(req.conf)
     subnet = read_subnet_file(path, need_subnet) if path else None
     conf = parse_netconf(req.conf, subnet)
@@ -130,19 +138,59 @@ def _delete_in_netns(netns: str, ifname: str) -> None:
         os.close(fd)
 
 
+def _judge(records: AttachmentStore, r: Reservation) -> tuple[str, Attachment | None]:
+    """cni.stale's rule applied to one reservation (host-local's legacy id-only record has
+    no ifname, hence no weft record: never ours to judge)."""
+    record = records.get(r.container_id, r.ifname) if r.ifname else None
+    exists = record is not None and bool(record.netns) and os.path.exists(record.netns)
+    return judge(record, exists), record
+
+
 def _stale(
-    store: DiskStore, records: AttachmentStore, conf: NetConf, current_boot: str, r: Reservation
+    store: DiskStore,
+    records: AttachmentStore,
+    conf: NetConf,
+    current_boot: str,
+    r: Reservation,
+    log: Log,
 ) -> bool:
-    """A reservation from an earlier boot whose netns is gone: its pod cannot exist."""
-    if not r.ifname:  # host-local's legacy id-only record: not ours to judge
-        return False
-    record = records.get(r.container_id, r.ifname)
-    if record is None or record.boot_id in ("", current_boot):
-        return False
-    if record.netns and os.path.exists(record.netns):
+    """Reclaim an attachment whose recorded netns is gone, in this boot or an earlier one:
+    no pod can use its address any more."""
+    verdict, record = _judge(records, r)
+    if verdict != RECLAIMABLE or record is None:
         return False
     teardown(store, records, conf, r.container_id, r.ifname, "", None)
+    pod = f" (pod {record.pod_namespace}/{record.pod_name})" if record.pod_name else ""
+    boot = "this boot" if record.boot_id == current_boot else "an earlier boot"
+    log.warning(
+        f"reclaimed {r.ip} from {r.container_id}/{r.ifname}{pod}: its netns {record.netns} "
+        f"(recorded in {boot}) is gone, so no pod can use it"
+    )
     return True
+
+
+def _holdings(store: DiskStore, records: AttachmentStore, rs: RangeSet) -> tuple[int, int, int]:
+    """(held, reclaimable, unjudgeable) addresses of range set ``rs``: what ADD could use
+    is its capacity minus held plus reclaimable. CNI STATUS and the exhaustion error both
+    count with this."""
+    held = stale = unjudgeable = 0
+    for r in store.reservations():
+        if rs.contains(r.ip) is None:
+            continue
+        held += 1
+        verdict, _ = _judge(records, r)
+        stale += verdict == RECLAIMABLE
+        unjudgeable += verdict == UNJUDGEABLE
+    return held, stale, unjudgeable
+
+
+def _exhaustion_details(store: DiskStore, records: AttachmentStore, rs: RangeSet) -> str:
+    held, stale, unjudgeable = _holdings(store, records, rs)
+    return (
+        f"range set {rs.describe()}: {held} of {rs.capacity} addresses held in {store.dir} "
+        f"({stale} stale, {unjudgeable} host-local records weft cannot judge); "
+        "`weft ls` shows who holds them, `weft gc` releases the leaked ones"
+    )
 
 
 def _report_problems(store: DiskStore, records: AttachmentStore, req: Request) -> None:
@@ -155,7 +203,10 @@ def _report_problems(store: DiskStore, records: AttachmentStore, req: Request) -
 def cmd_add(req: Request) -> dict[str, Any]:
     env, conf = req.env, load_conf(req, need_subnet=True)
     if not conf.ipam.range_sets:
-        raise InvalidConfig("invalid network configuration: ipam", "no IP ranges configured")
+        raise InvalidConfig(
+            "invalid network configuration: ipam",
+            f"no IP ranges configured; read as the {shape_reason(req.conf)}",
+        )
     store = DiskStore(conf.ipam.data_dir, conf.name)
     records = AttachmentStore(store.dir)
     with ExitStack() as held, ExitStack() as undo:
@@ -165,15 +216,18 @@ def cmd_add(req: Request) -> dict[str, Any]:
         host = held.enter_context(Netlink.open())
         pod = held.enter_context(open_pod_netlink(pod_fd, env.netns))
         current_boot = boot_id()
-        _refuse_duplicate(store, records, conf, env.container_id, env.ifname, current_boot)
-        allocs = _allocate(store, records, conf, env.container_id, env.ifname, current_boot, undo)
+        _refuse_duplicate(store, records, conf, env.container_id, env.ifname, current_boot, req.log)
+        allocs = _allocate(
+            store, records, conf, env.container_id, env.ifname, current_boot, undo, req.log
+        )
         plan = plan_add(conf, env.container_id, env.ifname, allocs)
         k8s = pod_ref(env.args)
         records.put(attachment_record(plan, env.container_id, env.netns, current_boot, k8s))
         undo.callback(records.delete, env.container_id, env.ifname)
         req.checkpoint("reserved")
         br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
-        bridge.ensure_bridge_addresses(host, br, plan.bridge_addresses, plan.force_address)
+        moved = bridge.ensure_bridge_addresses(host, br, plan.bridge_addresses, plan.force_address)
+        _warn_moved(store, req.log, plan.bridge, moved, plan.bridge_addresses)
         veth = bridge.create_veth(host, pod, plan, pod_fd, br)
         undo.callback(bridge.delete_link, host, plan.host_veth)
         req.checkpoint("veth")
@@ -208,12 +262,13 @@ def _refuse_duplicate(
     cid: str,
     ifname: str,
     current_boot: str,
+    log: Log,
 ) -> None:
     """(cid, ifname) must hold nothing yet — leftovers from before a reboot are reclaimed
     first. Checked before any undo exists: a refused ADD must not free a live address."""
     held = store.get_by_id(cid, ifname)
     stale = [
-        _stale(store, records, conf, current_boot, Reservation(ip, cid, ifname)) for ip in held
+        _stale(store, records, conf, current_boot, Reservation(ip, cid, ifname), log) for ip in held
     ]
     if any(stale):
         held = store.get_by_id(cid, ifname)
@@ -232,12 +287,16 @@ def _allocate(
     ifname: str,
     current_boot: str,
     undo: ExitStack,
+    log: Log,
 ) -> list[Allocated]:
     allocs: list[Allocated] = []
     for i, rs in enumerate(conf.ipam.range_sets):
-        got = Allocator(rs, store, str(i)).get(
-            cid, ifname, reclaim=lambda r: _stale(store, records, conf, current_boot, r)
-        )
+        try:
+            got = Allocator(rs, store, str(i)).get(
+                cid, ifname, reclaim=lambda r: _stale(store, records, conf, current_boot, r, log)
+            )
+        except RangeExhausted as e:
+            raise RangeExhausted(e.msg, _exhaustion_details(store, records, rs)) from None
         if not allocs:  # (cid, ifname) held nothing before (checked by the caller)
             undo.callback(store.release_by_id, cid, ifname)
         allocs.append(Allocated(got.address, got.gateway))
@@ -258,6 +317,25 @@ def _forwarding(versions: set[int]) -> None:
         sysctl.ensure("net/ipv4/ip_forward", "1")
     if 6 in versions:
         sysctl.ensure("net/ipv6/conf/all/forwarding", "1")
+
+
+def _warn_moved(
+    store: DiskStore,
+    log: Log,
+    bridge_name: str,
+    moved: list[IPInterface],
+    wanted: tuple[IPInterface, ...],
+) -> None:
+    """forceAddress took an old gateway off the bridge: the pods still on that subnet have
+    lost their gateway. Say how many, so the operator knows what to recreate."""
+    for old in moved:
+        new = ", ".join(str(w) for w in wanted if w.version == old.version)
+        left = sum(1 for r in store.reservations() if r.ip in old.network)
+        log.warning(
+            f"forceAddress: moved {bridge_name} from {old} to {new}; {left} "
+            f"pod{'s' if left != 1 else ''} still on {old.network} lost their gateway: "
+            "delete them so they are recreated (`weft ls` lists them)"
+        )
 
 
 # ---- DEL --------------------------------------------------------------------------------
@@ -347,14 +425,13 @@ def cmd_status(req: Request) -> None:
     store = DiskStore(conf.ipam.data_dir, conf.name)
     if not store.exists():
         return None
-    taken = [r.ip for r in store.reservations()]
+    records = AttachmentStore(store.dir)
     for rs in conf.ipam.range_sets:
-        used = sum(1 for ip in taken if rs.contains(ip) is not None)
-        if used >= rs.capacity:
+        held, stale, _ = _holdings(store, records, rs)
+        if held - stale >= rs.capacity:  # ADD reclaims the stale ones: they count as free
             raise NotAvailable(
                 f"cannot add pods: no IP addresses available in range set {rs.describe()}",
-                f"{used} of {rs.capacity} addresses reserved in {conf.ipam.data_dir}/{conf.name}; "
-                "delete pods or run GC",
+                _exhaustion_details(store, records, rs),
             )
     return None
 

@@ -2,7 +2,7 @@
 releases, how full each range is, what is wrong with the node. Pure: observations in
 (``Observed``, ``NodeFacts``), decisions out; ``cni.operator`` does the I/O.
 
-The staleness rule is the one ADD's reclaim applies (``is_reclaimable``), so ``weft ls``,
+The staleness rule is the one ADD's reclaim applies (``cni.stale``), so ``weft ls``,
 ``weft gc``, ``weft status``, CNI STATUS and ADD agree on what an address is worth:
 
 * **live** -- weft recorded the attachment and its network namespace still exists;
@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
+from cni.stale import is_reclaimable
 from ipam.attachments import Attachment
 from ipam.ranges import IPAddress, RangeSet
 from ipam.subnetfile import SubnetFile
@@ -57,12 +58,6 @@ class Row(NamedTuple):
     age_seconds: int | None
     state: str  # LIVE, STALE or HOST_LOCAL
     reason: str
-
-
-def is_reclaimable(record: Attachment | None, netns_exists: bool) -> bool:
-    """The one staleness rule: weft recorded the attachment and its netns no longer
-    exists. Without a record (host-local's reservation) nothing can be judged."""
-    return record is not None and bool(record.netns) and not netns_exists
 
 
 def judge(o: Observed, current_boot: str, now: float) -> Row:
