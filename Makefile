@@ -5,7 +5,7 @@ export WEFT_PYTHON := $(PYTHON)
 FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-e2e test-robustness lint typecheck clean \
+.PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-operator test-operator-frozen test-e2e test-robustness lint typecheck clean \
 	conformance-driver conformance conformance-reference conformance-weft conformance-table
 
 deps:
@@ -52,6 +52,14 @@ test-kernel: deps
 # The same kernel tests against the frozen binary: what ships is what is tested.
 test-frozen: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/kernel
+
+# weft ls/status/gc and the day-2 reproductions (root, sandbox node), against the source
+# tree and against the frozen binary.
+test-operator: deps
+	$(PYTEST) -q tests/operator
+
+test-operator-frozen: build
+	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/operator
 
 # The frozen binary as a runtime sees it: VERSION, symlinked entry point, install/uninstall.
 test-packaging: build
@@ -103,7 +111,7 @@ bench-quick: build
 test-bench: build
 	WEFT_PLUGIN=$(WEFT) $(PYTEST) -q bench/test_smoke.py
 
-test: deps lint typecheck test-unit test-kernel test-frozen test-packaging conformance-table test-e2e \
+test: deps lint typecheck test-unit test-kernel test-frozen test-operator test-operator-frozen test-packaging conformance-table test-e2e \
 	test-robustness test-bench
 
 clean:
