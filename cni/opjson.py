@@ -8,10 +8,16 @@ Field names are camelCase like the CNI JSON a runtime sees; the schemas are stab
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+import os
 
-from cni.opstate import NodeFacts, Problem, Row
+# pydantic would otherwise scan every installed distribution's entry points for plugins
+# (importlib.metadata: slow, and modules the frozen bundle does not carry); weft uses none.
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+from pydantic import BaseModel, ConfigDict  # noqa: E402
+from pydantic.alias_generators import to_camel  # noqa: E402
+
+from cni.opstate import NodeFacts, Problem, Row  # noqa: E402
 
 
 class _Model(BaseModel):
