@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from cni.errors import MasqFailure
 from cni.plan import masq_chain, masq_comment
-from cni.types import IPInterface
+from cnispec.errors import MasqFailure
+from cnispec.ip import IPInterface
 
 MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 
@@ -88,7 +88,7 @@ def setup(network: str, container_id: str, address: IPInterface) -> None:
     _run([restore, "--noflush", "-w", "5"], rules)
 
 
-def teardown(network: str, container_id: str, versions: set[int]) -> None:
+def teardown(network: str, container_id: str, versions: Iterable[int]) -> None:
     """Remove the container's chain and jump if present; nothing there is success."""
     chain = masq_chain(network, container_id)
     for version in sorted(versions):

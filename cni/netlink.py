@@ -10,7 +10,7 @@ A socket belongs to the network namespace it was created in, so one ``Netlink`` 
 namespace serves a whole command: the host-side one is opened in place, the pod-side one by
 entering the pod netns just long enough to create the socket (``cni.netns``).
 
-Every kernel error is mapped here, by errno, to our exceptions (``LinkNotFound``, ``Exists``,
+Every kernel error is mapped here, by errno, to our exceptions (``NotFound``, ``Exists``,
 ``NetlinkFailure``); callers never see pyroute2's exceptions or compare message strings.
 """
 
@@ -25,11 +25,8 @@ import struct
 import sys
 from typing import Any, NamedTuple
 
-from cni.errors import NetlinkFailure
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+from cnispec.errors import NetlinkFailure
+from cnispec.ip import IPAddress, IPInterface, IPNetwork
 
 
 def _load_pyroute2() -> Any:
@@ -176,8 +173,8 @@ SOL_NETLINK = 270
 NETLINK_GET_STRICT_CHK = 12
 
 
-class LinkNotFound(NetlinkFailure):
-    """The link (or address/route) does not exist (ENODEV/ENOENT/ESRCH/EADDRNOTAVAIL)."""
+class NotFound(NetlinkFailure):
+    """The link, address or route does not exist (ENODEV/ENOENT/ESRCH/EADDRNOTAVAIL)."""
 
 
 class Exists(NetlinkFailure):
@@ -194,7 +191,7 @@ def map_errno(err: int, what: str) -> NetlinkFailure:
     if err == errno.EEXIST:
         return Exists(f"{what}: already exists", detail)
     if err in _NOT_FOUND:
-        return LinkNotFound(f"{what}: not found", detail)
+        return NotFound(f"{what}: not found", detail)
     return NetlinkFailure(f"{what} failed", detail)
 
 
@@ -215,7 +212,9 @@ class Addr(NamedTuple):
     address: IPInterface
 
 
-class Route(NamedTuple):
+class KernelRoute(NamedTuple):
+    """A route as the kernel reports it (``cni.types.Route`` is a CNI result's)."""
+
     dst: IPNetwork
     gateway: IPAddress | None
     oif: int | None
@@ -317,7 +316,7 @@ class Netlink:
         msg["attrs"] = [("IFLA_IFNAME", name)]
         try:
             raw = self._request(msg, RTM_GETLINK, 0, f"get link {name}")
-        except LinkNotFound:
+        except NotFound:
             return None
         return self._link_from(raw[0]) if raw else None
 
@@ -465,10 +464,10 @@ class Netlink:
         )
 
     # ---- routes ----------------------------------------------------------------------
-    def routes(self, version: int, table: int = RT_TABLE_MAIN) -> list[Route]:
+    def routes(self, version: int, table: int = RT_TABLE_MAIN) -> list[KernelRoute]:
         msg = _rtmsg()
         msg["family"] = _family(version)
-        out: list[Route] = []
+        out: list[KernelRoute] = []
         for raw in self._request(msg, RTM_GETROUTE, NLM_F_DUMP, "dump routes"):
             m = _rtmsg(raw)
             m.decode()
@@ -480,7 +479,7 @@ class Netlink:
             net = ipaddress.ip_network(f"{dst or zero}/{m['dst_len']}", strict=False)
             gw = m.get_attr("RTA_GATEWAY")
             out.append(
-                Route(
+                KernelRoute(
                     net, ipaddress.ip_address(gw) if gw else None, m.get_attr("RTA_OIF"), rt_table
                 )
             )

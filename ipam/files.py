@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 
-from cni.errors import IOFailure
+from cnispec.errors import IOFailure
 
 TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 60.0

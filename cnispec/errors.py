@@ -1,6 +1,6 @@
 """CNI errors: every exception the plugin raises on purpose carries its spec code.
 
-The top level (cni.dispatch) prints ``CNIError.to_json()`` on stdout and exits 1; it wraps
+The top level (``cni.dispatch``) prints ``CNIError.to_json()`` on stdout and exits 1; it wraps
 only exceptions that are *not* CNIError as code 999 (as libcni's ``skel`` does).
 """
 
@@ -10,20 +10,16 @@ from typing import Any
 
 # Codes from the CNI spec (SPEC.md, "Error") ...
 INCOMPATIBLE_VERSION = 1
-UNSUPPORTED_FIELD = 2
-UNKNOWN_CONTAINER = 3
 INVALID_ENV = 4
 IO_FAILURE = 5
 DECODE_FAILURE = 6
 INVALID_CONFIG = 7
 TRY_AGAIN_LATER = 11
 NOT_AVAILABLE = 50
-NOT_AVAILABLE_LIMITED = 51
 # ... and ours (100+ are plugin specific).
 RANGE_EXHAUSTED = 100
 NETLINK_FAILURE = 101
 CHECK_FAILED = 102
-STORE_CORRUPT = 103
 MASQ_FAILURE = 104
 DUPLICATE_ALLOCATION = 105
 INTERNAL = 999
@@ -53,14 +49,6 @@ class CNIError(Exception):
 
 class IncompatibleVersion(CNIError):
     code = INCOMPATIBLE_VERSION
-
-
-class UnsupportedField(CNIError):
-    code = UNSUPPORTED_FIELD
-
-
-class UnknownContainer(CNIError):
-    code = UNKNOWN_CONTAINER
 
 
 class InvalidEnv(CNIError):
@@ -97,10 +85,6 @@ class NetlinkFailure(CNIError):
 
 class CheckFailed(CNIError):
     code = CHECK_FAILED
-
-
-class StoreCorrupt(CNIError):
-    code = STORE_CORRUPT
 
 
 class MasqFailure(CNIError):
