@@ -38,6 +38,8 @@ from cnispec.errors import (
     IOFailure,
     NotAvailable,
     TryAgainLater,
+    os_error,
+    os_errors,
 )
 from ipam.allocator import Allocation, Allocator, refuse_duplicate
 from ipam.attachments import AttachmentStore
@@ -60,7 +62,11 @@ def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
                 "flannel has not written the subnet file yet", f"{path} does not exist"
             ) from None
         return None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
+        if required:
+            raise os_error(e, "reading the subnet file", path) from None
+        return None
+    except UnicodeDecodeError as e:
         if required:
             raise IOFailure("cannot read the subnet file", f"{path}: {e}") from None
         return None
@@ -79,7 +85,7 @@ def load_conf(req: Request, *, need_subnet: bool) -> NetConf:
 
 
 def boot_id() -> str:
-    with open(BOOT_ID_PATH, encoding="ascii") as f:
+    with os_errors("reading the boot id", BOOT_ID_PATH), open(BOOT_ID_PATH, encoding="ascii") as f:
         return f.read().strip()
 
 

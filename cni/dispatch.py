@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, NamedTuple, TextIO
 
 from cni import spec
 from cni.log import Log
-from cnispec.errors import CNIError, DecodeFailure, IncompatibleVersion
+from cnispec.errors import CNIError, DecodeFailure, IncompatibleVersion, os_errors
 
 ABOUT = "weft: CNI plugin (veth + bridge + host-local IPAM from the flannel subnet file)"
 PLUGIN_VERSION = "0.1.0"
@@ -73,7 +73,9 @@ class Dispatcher:
             from cni.config import decode  # not needed for VERSION
 
             try:
-                conf = decode(self._stdin.read())
+                with os_errors("reading the network configuration from stdin"):
+                    raw = self._stdin.read()
+                conf = decode(raw)
             except DecodeFailure:
                 spec.read_env(self._getenv)  # an env error is reported first, as skel does
                 raise

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterable, Mapping
 
 from cni.plan import masq_chain, masq_comment
-from cnispec.errors import MasqFailure
+from cnispec.errors import MasqFailure, os_error
 from cnispec.ip import IPInterface
 
 MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
@@ -53,7 +53,9 @@ def _run(argv: list[str], stdin: str = "") -> str:
         )
     except FileNotFoundError as e:
         raise ToolMissing(f"cannot run {argv[0]}", str(e)) from None
-    except (OSError, subprocess.TimeoutExpired) as e:
+    except OSError as e:
+        raise os_error(e, f"running {argv[0]}") from None
+    except subprocess.TimeoutExpired as e:
         raise MasqFailure(f"cannot run {argv[0]}", str(e)) from None
     if proc.returncode != 0:
         raise MasqFailure(f"{' '.join(argv)} failed (exit {proc.returncode})", proc.stderr.strip())

@@ -25,7 +25,7 @@ import struct
 import sys
 from typing import Any, NamedTuple
 
-from cnispec.errors import NetlinkFailure
+from cnispec.errors import TRY_AGAIN_ERRNOS, CNIError, NetlinkFailure, TryAgainLater, os_errors
 from cnispec.ip import IPAddress, IPInterface, IPNetwork
 
 
@@ -184,10 +184,12 @@ class Exists(NetlinkFailure):
 _NOT_FOUND = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}
 
 
-def map_errno(err: int, what: str) -> NetlinkFailure:
-    """The one place where kernel errnos become our exceptions."""
+def map_errno(err: int, what: str) -> CNIError:
+    """The one place where the errnos of netlink replies become our exceptions."""
     name = errno.errorcode.get(err, str(err))
     detail = f"{os.strerror(err)} ({name})"
+    if err in TRY_AGAIN_ERRNOS:
+        return TryAgainLater(f"{what}: try again", detail)
     if err == errno.EEXIST:
         return Exists(f"{what}: already exists", detail)
     if err in _NOT_FOUND:
@@ -235,11 +237,16 @@ class Netlink:
     @classmethod
     def open(cls) -> Netlink:
         """A socket in the caller's current network namespace."""
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        with contextlib.suppress(OSError):  # kernels < 4.20: dumps are unfiltered, see addrs()
-            sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-        sock.bind((0, 0))
+        with os_errors("opening a netlink socket"):
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+                with contextlib.suppress(OSError):  # kernels < 4.20: dumps are unfiltered
+                    sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+                sock.bind((0, 0))
+            except OSError:
+                sock.close()
+                raise
         return cls(sock)
 
     def close(self) -> None:
@@ -259,10 +266,12 @@ class Netlink:
         msg["header"]["flags"] = NLM_F_REQUEST | flags
         msg["header"]["sequence_number"] = seq
         msg.encode()
-        self._sock.send(msg.data)
+        with os_errors(what):
+            self._sock.send(msg.data)
         replies: list[bytes] = []
         while True:
-            buf = self._sock.recv(1 << 18)
+            with os_errors(what):
+                buf = self._sock.recv(1 << 18)
             off = 0
             while off + _HDR.size <= len(buf):
                 length, mtype, mflags, mseq, _pid = _HDR.unpack_from(buf, off)

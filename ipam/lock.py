@@ -30,7 +30,7 @@ import fcntl
 import os
 from typing import TYPE_CHECKING
 
-from cnispec.errors import IOFailure, TryAgainLater
+from cnispec.errors import IOFailure, TryAgainLater, os_error
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -61,9 +61,9 @@ class FileLock:
                 os.makedirs(parent, 0o755, exist_ok=True)
                 return os.open(self.path, _OPEN_FLAGS, 0o644)
             except OSError as e:
-                raise IOFailure("opening lock file failed", f"{self.path}: {e}") from None
+                raise os_error(e, "opening lock file", self.path) from None
         except OSError as e:
-            raise IOFailure("opening lock file failed", f"{self.path}: {e}") from None
+            raise os_error(e, "opening lock file", self.path) from None
 
     def acquire(self) -> None:
         if self._fd is not None:
@@ -85,7 +85,7 @@ class FileLock:
             return
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise IOFailure("locking failed", f"{self.path}: {e}") from None
+                raise os_error(e, "locking", self.path) from None
         if self.timeout <= 0:
             raise self._timed_out()
 
@@ -125,7 +125,7 @@ class FileLock:
         if result is None:
             raise self._timed_out()
         if isinstance(result, OSError):
-            raise IOFailure("locking failed", f"{self.path}: {result}")
+            raise os_error(result, "locking", self.path)
 
     def _timed_out(self) -> TryAgainLater:
         return TryAgainLater(
@@ -140,7 +140,7 @@ class FileLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_UN)
         except OSError as e:
-            raise IOFailure("unlocking failed", f"{self.path}: {e}") from None
+            raise os_error(e, "unlocking", self.path) from None
         finally:
             os.close(fd)
 
