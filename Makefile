@@ -37,10 +37,10 @@ demo: build
 	bash scripts/demo.sh
 
 lint: deps
-	$(PYTHON) -m ruff check cni ipam tests conformance bench packaging
+	$(PYTHON) -m ruff check cni cnispec ipam tests conformance bench packaging
 
 typecheck: deps
-	$(PYTHON) -m mypy --strict cni ipam
+	$(PYTHON) -m mypy --strict cni cnispec ipam
 
 test-unit: deps
 	$(PYTEST) -q tests/unit
@@ -70,7 +70,7 @@ test-packaging: build
 test-e2e: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/e2e
 
-# Concurrency, crashes, reboots, subnet changes, hostile input (issue 5), frozen binary.
+# Concurrency, crashes, reboots, subnet changes, hostile input, frozen binary.
 test-robustness: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/robustness
 

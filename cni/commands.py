@@ -1,10 +1,12 @@
 """The command handlers: load → plan → apply → print.
 
-Every side effect registers its undo on an ``ExitStack`` right after it happens; on
-success the stack is dropped (``pop_all``), on any failure it unwinds, so a failed ADD
-leaves no veth, no reservation and no rule. One ``FileLock`` per command, held for the
-whole command, makes ADD/DEL/CHECK/GC of one network mutually exclusive on the node (a
-concurrent ADD and DEL of the same container end fully there or fully gone).
+The decisions are pure and live elsewhere (``cni.plan`` for ADD, teardown, staleness and
+GC, ``cni.check`` for CHECK); a handler loads what they need, calls them and applies the
+result. Every ADD side effect registers its undo on an ``ExitStack`` right after it
+happens; on success the stack is dropped (``pop_all``), on any failure it unwinds, so a
+failed ADD leaves no veth, no reservation and no rule. One ``FileLock`` per command, held
+for the whole command, makes ADD/DEL/CHECK/GC of one network mutually exclusive on the
+node (a concurrent ADD and DEL of the same container end fully there or fully gone).
 """
 
 from __future__ import annotations
@@ -12,29 +14,37 @@ from __future__ import annotations
 import contextlib
 import os
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, NamedTuple
 
-from cni import bridge, sysctl
+from cni import bridge, check, sysctl
 from cni.config import NetConf, config_warnings, parse_netconf, shape_reason, subnet_file_path
 from cni.dispatch import Request
-from cni.errors import (
+from cni.log import Log
+from cni.netlink import Netlink
+from cni.netns import NetnsGone, entered, open_netns
+from cni.plan import (
+    Teardown,
+    attachment_record,
+    build_result,
+    is_stale,
+    plan_add,
+    plan_gc,
+    plan_teardown,
+)
+from cni.spec import pod_ref
+from cnispec.errors import (
     CheckFailed,
     CNIError,
-    DuplicateAllocation,
     InvalidConfig,
     IOFailure,
     NotAvailable,
     RangeExhausted,
     TryAgainLater,
+    os_error,
+    os_errors,
 )
-from cni.log import Log
-from cni.netlink import Netlink
-from cni.netns import NetnsGone, entered, open_netns
-from cni.plan import Allocated, attachment_record, build_result, host_veth_name, plan_add
-from cni.spec import pod_ref
-from cni.stale import RECLAIMABLE, UNJUDGEABLE, judge
-from cni.types import IPInterface
-from ipam.allocator import Allocator
+from cnispec.ip import IPInterface
+from ipam.allocator import Allocation, Allocator, refuse_duplicate
 from ipam.attachments import Attachment, AttachmentStore
 from ipam.disk import DiskStore
 from ipam.lock import FileLock
@@ -56,7 +66,11 @@ def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
                 "flannel has not written the subnet file yet", f"{path} does not exist"
             ) from None
         return None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
+        if required:
+            raise os_error(e, "reading the subnet file", path) from None
+        return None
+    except UnicodeDecodeError as e:
         if required:
             raise IOFailure("cannot read the subnet file", f"{path}: {e}") from None
         return None
@@ -74,13 +88,11 @@ def load_conf(req: Request, *, need_subnet: bool) -> NetConf:
     req.log.info(shape_reason(req.conf))
     path = subnet_file_path(req.conf)
     subnet = read_subnet_file(path, need_subnet) if path else None
-    conf = parse_netconf(req.conf, subnet)
-    req.log.configure(conf.log_file, conf.log_level)
-    return conf
+    return parse_netconf(req.conf, subnet)
 
 
 def boot_id() -> str:
-    with open(BOOT_ID_PATH, encoding="ascii") as f:
+    with os_errors("reading the boot id", BOOT_ID_PATH), open(BOOT_ID_PATH, encoding="ascii") as f:
         return f.read().strip()
 
 
@@ -89,41 +101,61 @@ def open_pod_netlink(fd: int, path: str) -> Netlink:
         return Netlink.open()
 
 
+class Network(NamedTuple):
+    """One network's configuration and its two stores (host-local's and weft's records)."""
+
+    conf: NetConf
+    store: DiskStore
+    records: AttachmentStore
+
+    @classmethod
+    def of(cls, conf: NetConf) -> Network:
+        store = DiskStore(conf.ipam.data_dir, conf.name)
+        return cls(conf, store, AttachmentStore(store.dir))
+
+    def lock(self) -> FileLock:
+        """The network lock (host-local's ``lock`` file)."""
+        return FileLock(self.store.lock_path, self.conf.lock_timeout)
+
+    def report_problems(self, req: Request) -> None:
+        """Foreign or corrupt files in the store are reported, never trusted, never fatal."""
+        for problem in self.store.problems + self.records.problems:
+            req.log.warning(f"store: {problem}")
+
+
 # ---- teardown shared by DEL, GC and reclaim -------------------------------------------
-def teardown(
-    store: DiskStore,
-    records: AttachmentStore,
-    conf: NetConf,
-    container_id: str,
-    ifname: str,
-    netns: str,
-    host: Netlink | None,
-) -> None:
-    """Remove one attachment: host veth (which takes the pod end with it), masquerade rule,
-    reservation(s), record. Best effort for what is already gone; raises only when
-    something that is there could not be removed."""
-    record = records.get(container_id, ifname)
-    reserved = store.get_by_id(container_id, ifname)
-    if record is None and not reserved:
-        return
-    nl = host or Netlink.open()
-    try:
-        bridge.delete_link(nl, host_veth_name(container_id, ifname))  # = the record's hostVeth
-        if record is None and netns:  # a reservation host-local made: find the pod end
-            _delete_in_netns(netns, ifname)
-    finally:
-        if host is None:
-            nl.close()
-    versions: set[int] = {ip.version for ip in reserved}
-    if record is not None:
-        versions |= record.versions
-    masq_versions = versions if (record.ip_masq if record else conf.ip_masq) else set()
-    if masq_versions:
+def plan_teardown_of(net: Network, cid: str, ifname: str, netns: str) -> Teardown | None:
+    """Load what the store knows of (cid, ifname) and plan its removal."""
+    record = net.records.get(cid, ifname)
+    reserved = net.store.get_by_id(cid, ifname)
+    used = bool(record or reserved) or net.store.was_used()
+    return plan_teardown(net.conf, cid, ifname, netns, record, reserved, used)
+
+
+def apply_teardown_kernel(net: Network, t: Teardown, host: Netlink | None) -> None:
+    """The kernel half: veth(s) and masquerade rules. Best effort for what is already
+    gone; raises only when something that is there could not be removed."""
+    with contextlib.ExitStack() as stack:
+        nl = host or stack.enter_context(Netlink.open())
+        bridge.delete_link(nl, t.host_veth)
+    if t.pod_netns:
+        _delete_in_netns(t.pod_netns, t.ifname)
+    if t.masq_versions:
         from cni import masq  # subprocess: only when there is a rule to remove
 
-        masq.teardown(conf.name, container_id, masq_versions)
-    store.release_by_id(container_id, ifname)
-    records.delete(container_id, ifname)
+        for version in sorted(t.masq_versions):
+            try:
+                masq.teardown(net.conf.name, t.container_id, {version})
+            except masq.ToolMissing:
+                if not t.masq_guessed:  # a recorded rule must go; a guessed one needs iptables
+                    raise
+
+
+def apply_teardown_store(net: Network, t: Teardown) -> None:
+    """The store half, last: while the record exists, a retried DEL can finish the job."""
+    if t.release:
+        net.store.release_by_id(t.container_id, t.ifname)
+        net.records.delete(t.container_id, t.ifname)
 
 
 def _delete_in_netns(netns: str, ifname: str) -> None:
@@ -138,65 +170,52 @@ def _delete_in_netns(netns: str, ifname: str) -> None:
         os.close(fd)
 
 
-def _judge(records: AttachmentStore, r: Reservation) -> tuple[str, Attachment | None]:
-    """cni.stale's rule applied to one reservation (host-local's legacy id-only record has
-    no ifname, hence no weft record: never ours to judge)."""
-    record = records.get(r.container_id, r.ifname) if r.ifname else None
-    exists = record is not None and bool(record.netns) and os.path.exists(record.netns)
-    return judge(record, exists), record
+def _record_of(net: Network, r: Reservation) -> Attachment | None:
+    """weft's record of the attachment holding ``r`` (host-local's legacy id-only record
+    has no ifname, hence no record: never ours to judge)."""
+    return net.records.get(r.container_id, r.ifname) if r.ifname else None
 
 
-def _stale(
-    store: DiskStore,
-    records: AttachmentStore,
-    conf: NetConf,
-    current_boot: str,
-    r: Reservation,
-    log: Log,
-) -> bool:
-    """Reclaim an attachment whose recorded netns is gone, in this boot or an earlier one:
-    no pod can use its address any more."""
-    verdict, record = _judge(records, r)
-    if verdict != RECLAIMABLE or record is None:
+def reclaim_if_stale(net: Network, current_boot: str, r: Reservation, log: Log) -> bool:
+    """Tear down the attachment holding ``r`` if it is stale (see ``plan.is_stale``)."""
+    record = _record_of(net, r)
+    if record is None or not is_stale(record, os.path.exists):
         return False
-    teardown(store, records, conf, r.container_id, r.ifname, "", None)
+    t = plan_teardown_of(net, r.container_id, r.ifname, "")
+    if t is not None:
+        apply_teardown_kernel(net, t, None)
+        apply_teardown_store(net, t)
     pod = f" (pod {record.pod_namespace}/{record.pod_name})" if record.pod_name else ""
     boot = "this boot" if record.boot_id == current_boot else "an earlier boot"
     log.warning(
-        f"reclaimed {r.ip} from {r.container_id}/{r.ifname}{pod}: its netns {record.netns} "
-        f"(recorded in {boot}) is gone, so no pod can use it"
+        f"reclaimed {r.ip} from {r.container_id}/{r.ifname}{pod}: its netns "
+        f"{record.netns or '(none recorded)'} (recorded in {boot}) is gone, so no pod can use it"
     )
     return True
 
 
-def _holdings(store: DiskStore, records: AttachmentStore, rs: RangeSet) -> tuple[int, int, int]:
-    """(held, reclaimable, unjudgeable) addresses of range set ``rs``: what ADD could use
-    is its capacity minus held plus reclaimable. CNI STATUS and the exhaustion error both
-    count with this."""
+def holdings(net: Network, rs: RangeSet) -> tuple[int, int, int]:
+    """(held, stale, unjudgeable) addresses of range set ``rs``. ADD can use its capacity
+    minus held plus stale (it reclaims those); CNI STATUS and the exhaustion error count
+    with this, so they agree with ADD."""
     held = stale = unjudgeable = 0
-    for r in store.reservations():
+    for r in net.store.reservations():
         if rs.contains(r.ip) is None:
             continue
         held += 1
-        verdict, _ = _judge(records, r)
-        stale += verdict == RECLAIMABLE
-        unjudgeable += verdict == UNJUDGEABLE
+        record = _record_of(net, r)
+        unjudgeable += record is None
+        stale += record is not None and is_stale(record, os.path.exists)
     return held, stale, unjudgeable
 
 
-def _exhaustion_details(store: DiskStore, records: AttachmentStore, rs: RangeSet) -> str:
-    held, stale, unjudgeable = _holdings(store, records, rs)
+def exhaustion_details(net: Network, rs: RangeSet) -> str:
+    held, stale, unjudgeable = holdings(net, rs)
     return (
-        f"range set {rs.describe()}: {held} of {rs.capacity} addresses held in {store.dir} "
+        f"range set {rs.describe()}: {held} of {rs.capacity} addresses held in {net.store.dir} "
         f"({stale} stale, {unjudgeable} host-local records weft cannot judge); "
         "`weft ls` shows who holds them, `weft gc` releases the leaked ones"
     )
-
-
-def _report_problems(store: DiskStore, records: AttachmentStore, req: Request) -> None:
-    """Foreign or corrupt files in the store are reported, never trusted, never fatal."""
-    for problem in store.problems + records.problems:
-        req.log.warning(f"store: {problem}")
 
 
 # ---- ADD --------------------------------------------------------------------------------
@@ -207,31 +226,28 @@ def cmd_add(req: Request) -> dict[str, Any]:
             "invalid network configuration: ipam",
             f"no IP ranges configured; read as the {shape_reason(req.conf)}",
         )
-    store = DiskStore(conf.ipam.data_dir, conf.name)
-    records = AttachmentStore(store.dir)
+    net = Network.of(conf)
     with ExitStack() as held, ExitStack() as undo:
         pod_fd = open_netns(env.netns)
         held.callback(os.close, pod_fd)
-        held.enter_context(FileLock(store.lock_path, conf.lock_timeout))
+        held.enter_context(net.lock())
         host = held.enter_context(Netlink.open())
         pod = held.enter_context(open_pod_netlink(pod_fd, env.netns))
         current_boot = boot_id()
-        _refuse_duplicate(store, records, conf, env.container_id, env.ifname, current_boot, req.log)
-        allocs = _allocate(
-            store, records, conf, env.container_id, env.ifname, current_boot, undo, req.log
-        )
+        _refuse_duplicate(net, env.container_id, env.ifname, current_boot, req.log)
+        allocs = _allocate(net, env.container_id, env.ifname, current_boot, undo, req.log)
         plan = plan_add(conf, env.container_id, env.ifname, allocs)
         k8s = pod_ref(env.args)
-        records.put(attachment_record(plan, env.container_id, env.netns, current_boot, k8s))
-        undo.callback(records.delete, env.container_id, env.ifname)
+        net.records.put(attachment_record(plan, env.container_id, env.netns, current_boot, k8s))
+        undo.callback(net.records.delete, env.container_id, env.ifname)
         req.checkpoint("reserved")
         br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
         moved = bridge.ensure_bridge_addresses(host, br, plan.bridge_addresses, plan.force_address)
-        _warn_moved(store, req.log, plan.bridge, moved, plan.bridge_addresses)
+        _warn_moved(net, req.log, plan.bridge, moved, plan.bridge_addresses)
         veth = bridge.create_veth(host, pod, plan, pod_fd, br)
         undo.callback(bridge.delete_link, host, plan.host_veth)
         req.checkpoint("veth")
-        versions: set[int] = {a.address.version for a in allocs}
+        versions = plan.versions
         with entered(pod_fd, env.netns):
             _pod_sysctls(plan.ifname, versions)
         pod_link = bridge.configure_pod(pod, plan)
@@ -248,62 +264,40 @@ def cmd_add(req: Request) -> dict[str, Any]:
         br = host.link_get(plan.bridge) or br
         result = build_result(plan, br.mac, veth.mac, pod_link.mac, env.netns, conf.dns)
         undo.pop_all()
-    _report_problems(store, records, req)
+    net.report_problems(req)
     req.log.info(
         f"ADD {env.container_id}/{env.ifname}: {', '.join(str(a.address) for a in allocs)}"
     )
     return result.to_dict(conf.cni_version)
 
 
-def _refuse_duplicate(
-    store: DiskStore,
-    records: AttachmentStore,
-    conf: NetConf,
-    cid: str,
-    ifname: str,
-    current_boot: str,
-    log: Log,
-) -> None:
+def _refuse_duplicate(net: Network, cid: str, ifname: str, current_boot: str, log: Log) -> None:
     """(cid, ifname) must hold nothing yet — leftovers from before a reboot are reclaimed
     first. Checked before any undo exists: a refused ADD must not free a live address."""
-    held = store.get_by_id(cid, ifname)
-    stale = [
-        _stale(store, records, conf, current_boot, Reservation(ip, cid, ifname), log) for ip in held
-    ]
-    if any(stale):
-        held = store.get_by_id(cid, ifname)
-    if held:
-        raise DuplicateAllocation(
-            f"{held[0]} has been allocated to {cid}/{ifname}, duplicate allocation is not allowed",
-            "run DEL first",
-        )
+    held = net.store.get_by_id(cid, ifname)
+    if held and reclaim_if_stale(net, current_boot, Reservation(held[0], cid, ifname), log):
+        held = net.store.get_by_id(cid, ifname)
+    refuse_duplicate(held, cid, ifname)
 
 
 def _allocate(
-    store: DiskStore,
-    records: AttachmentStore,
-    conf: NetConf,
-    cid: str,
-    ifname: str,
-    current_boot: str,
-    undo: ExitStack,
-    log: Log,
-) -> list[Allocated]:
-    allocs: list[Allocated] = []
-    for i, rs in enumerate(conf.ipam.range_sets):
+    net: Network, cid: str, ifname: str, current_boot: str, undo: ExitStack, log: Log
+) -> list[Allocation]:
+    allocs: list[Allocation] = []
+    for i, rs in enumerate(net.conf.ipam.range_sets):
         try:
-            got = Allocator(rs, store, str(i)).get(
-                cid, ifname, reclaim=lambda r: _stale(store, records, conf, current_boot, r, log)
+            got = Allocator(rs, net.store, str(i)).get(
+                cid, ifname, reclaim=lambda r: reclaim_if_stale(net, current_boot, r, log)
             )
         except RangeExhausted as e:
-            raise RangeExhausted(e.msg, _exhaustion_details(store, records, rs)) from None
-        if not allocs:  # (cid, ifname) held nothing before (checked by the caller)
-            undo.callback(store.release_by_id, cid, ifname)
-        allocs.append(Allocated(got.address, got.gateway))
+            raise RangeExhausted(e.msg, exhaustion_details(net, rs)) from None
+        allocs.append(got)
+        if len(allocs) == 1:  # (cid, ifname) held nothing before (checked by the caller)
+            undo.callback(net.store.release_by_id, cid, ifname)
     return allocs
 
 
-def _pod_sysctls(ifname: str, versions: set[int]) -> None:
+def _pod_sysctls(ifname: str, versions: frozenset[int]) -> None:
     """Inside the pod netns: announce the new address on link-up (arp_notify) and skip
     IPv6 duplicate address detection, whose address is unique by allocation."""
     if 4 in versions:
@@ -312,7 +306,7 @@ def _pod_sysctls(ifname: str, versions: set[int]) -> None:
         sysctl.write(f"net/ipv6/conf/{ifname}/accept_dad", "0")
 
 
-def _forwarding(versions: set[int]) -> None:
+def _forwarding(versions: frozenset[int]) -> None:
     if 4 in versions:
         sysctl.ensure("net/ipv4/ip_forward", "1")
     if 6 in versions:
@@ -320,7 +314,7 @@ def _forwarding(versions: set[int]) -> None:
 
 
 def _warn_moved(
-    store: DiskStore,
+    net: Network,
     log: Log,
     bridge_name: str,
     moved: list[IPInterface],
@@ -330,7 +324,7 @@ def _warn_moved(
     lost their gateway. Say how many, so the operator knows what to recreate."""
     for old in moved:
         new = ", ".join(str(w) for w in wanted if w.version == old.version)
-        left = sum(1 for r in store.reservations() if r.ip in old.network)
+        left = sum(1 for r in net.store.reservations() if r.ip in old.network)
         log.warning(
             f"forceAddress: moved {bridge_name} from {old} to {new}; {left} "
             f"pod{'s' if left != 1 else ''} still on {old.network} lost their gateway: "
@@ -341,76 +335,40 @@ def _warn_moved(
 # ---- DEL --------------------------------------------------------------------------------
 def cmd_del(req: Request) -> None:
     env, conf = req.env, load_conf(req, need_subnet=False)
-    store = DiskStore(conf.ipam.data_dir, conf.name)
-    records = AttachmentStore(store.dir)
-    with FileLock(store.lock_path, conf.lock_timeout):
-        if records.get(env.container_id, env.ifname) or store.get_by_id(
-            env.container_id, env.ifname
-        ):
-            teardown(store, records, conf, env.container_id, env.ifname, env.netns, None)
-        elif not store.was_used():
-            _sweep_unrecorded(conf, env.container_id, env.ifname, env.netns)
+    net = Network.of(conf)
+    with net.lock():
+        t = plan_teardown_of(net, env.container_id, env.ifname, env.netns)
+        if t is not None:
+            apply_teardown_kernel(net, t, None)
+            apply_teardown_store(net, t)
     req.log.info(f"DEL {env.container_id}/{env.ifname}")
     return None
-
-
-def _sweep_unrecorded(conf: NetConf, container_id: str, ifname: str, netns: str) -> None:
-    """The store was wiped (or never written): remove what the deterministic names can
-    still find — host veth, the pod's ifname, the masquerade chain."""
-    with Netlink.open() as host:
-        bridge.delete_link(host, host_veth_name(container_id, ifname))
-    if netns:
-        _delete_in_netns(netns, ifname)
-    from cni import masq
-
-    for version in (4, 6):
-        with contextlib.suppress(masq.ToolMissing):  # no iptables for it: no rule either
-            masq.teardown(conf.name, container_id, {version})
 
 
 # ---- CHECK ------------------------------------------------------------------------------
 def cmd_check(req: Request) -> None:
     env, conf = req.env, load_conf(req, need_subnet=True)
-    prev = conf.prev_result
-    if prev is None:
-        raise InvalidConfig(
-            "invalid network configuration: prevResult", "CHECK requires prevResult"
-        )
-    store = DiskStore(conf.ipam.data_dir, conf.name)
-    pod_fd = open_netns(env.netns)
-    try:
-        with FileLock(store.lock_path, conf.lock_timeout):
-            reserved = set(store.get_by_id(env.container_id, env.ifname))
-            for ip in prev.ips:
-                if ip.address.ip not in reserved:
-                    owner = f"{env.container_id}/{env.ifname}"
-                    raise CheckFailed(f"address {ip.address.ip} is not reserved for {owner}")
-            with Netlink.open() as host, open_pod_netlink(pod_fd, env.netns) as pod:
-                record = AttachmentStore(store.dir).get(env.container_id, env.ifname)
-                host_veth = (
-                    record.host_veth if record else host_veth_name(env.container_id, env.ifname)
-                )
-                bridge.check_attachment(
-                    host,
-                    pod,
-                    prev,
-                    conf.bridge,
-                    host_veth,
-                    env.ifname,
-                    env.netns,
-                    conf.hairpin_mode,
-                    conf.mtu,
-                )
-            if conf.ip_masq:
-                from cni import masq
+    exp = check.plan_check(conf, env.container_id, env.ifname, env.netns)
+    net = Network.of(conf)
+    with ExitStack() as held:
+        pod_fd = open_netns(env.netns)
+        held.callback(os.close, pod_fd)
+        held.enter_context(net.lock())
+        reserved = frozenset(net.store.get_by_id(env.container_id, env.ifname))
+        with Netlink.open() as host, open_pod_netlink(pod_fd, env.netns) as pod:
+            seen = bridge.observe(host, pod, exp)
+        masq_present: frozenset[int] = frozenset()
+        if exp.ip_masq:
+            from cni import masq
 
-                for version in {ip.address.version for ip in prev.ips}:
-                    if not masq.present(conf.name, env.container_id, version):
-                        raise CheckFailed(
-                            f"masquerade rule for {env.container_id} (IPv{version}) not found"
-                        )
-    finally:
-        os.close(pod_fd)
+            masq_present = frozenset(
+                v for v in (4, 6) if masq.present(conf.name, env.container_id, v)
+            )
+    found = check.drifts(exp, seen._replace(reserved=reserved, masq=masq_present))
+    if found:
+        first, rest = found[0], found[1:]
+        details = "; ".join(filter(None, [first.details] + [d.what for d in rest]))
+        raise CheckFailed(first.what, details)
     return None
 
 
@@ -422,16 +380,15 @@ def cmd_status(req: Request) -> None:
         raise NotAvailable(f"cannot add pods: {e.msg}", e.details) from None
     if not conf.ipam.range_sets:
         raise NotAvailable("cannot add pods: no IP ranges configured")
-    store = DiskStore(conf.ipam.data_dir, conf.name)
-    if not store.exists():
+    net = Network.of(conf)
+    if not net.store.exists():
         return None
-    records = AttachmentStore(store.dir)
     for rs in conf.ipam.range_sets:
-        held, stale, _ = _holdings(store, records, rs)
+        held, stale, _ = holdings(net, rs)
         if held - stale >= rs.capacity:  # ADD reclaims the stale ones: they count as free
             raise NotAvailable(
                 f"cannot add pods: no IP addresses available in range set {rs.describe()}",
-                _exhaustion_details(store, records, rs),
+                exhaustion_details(net, rs),
             )
     return None
 
@@ -441,31 +398,28 @@ def cmd_gc(req: Request) -> None:
     conf = load_conf(req, need_subnet=False)
     if conf.valid_attachments is None:
         return None
-    valid = set(conf.valid_attachments)
-    store = DiskStore(conf.ipam.data_dir, conf.name)
-    records = AttachmentStore(store.dir)
-    if not store.exists():
+    net = Network.of(conf)
+    if not net.store.exists():
         return None
-    with FileLock(store.lock_path, conf.lock_timeout), Netlink.open() as host:
-        reservations = store.reservations()
-        owners = {(r.container_id, r.ifname) for r in reservations if r.ifname}
-        owners |= {(a.container_id, a.ifname) for a in records.all()}
-        valid_ids = {cid for cid, _ in valid}
-        errors: list[str] = []
-        for r in reservations:  # host-local's legacy id-only records match any ifname
-            if not r.ifname and r.container_id not in valid_ids:
-                store.release(r.ip)
-        for cid, ifname in sorted(owners - valid):
+    errors: list[str] = []
+    with net.lock(), Netlink.open() as host:
+        gc = plan_gc(set(conf.valid_attachments), net.store.reservations(), net.records.all())
+        for ip in gc.release_legacy:
+            net.store.release(ip)
+        for cid, ifname in gc.teardown:
             try:
                 # no netns: a recorded attachment goes by its host veth, and for a foreign
                 # (host-local) reservation GC has no netns to look in
-                teardown(store, records, conf, cid, ifname, "", host)
+                t = plan_teardown_of(net, cid, ifname, "")
+                if t is not None:
+                    apply_teardown_kernel(net, t, host)
+                    apply_teardown_store(net, t)
                 req.log.info(f"GC released {cid}/{ifname}")
             except CNIError as e:
                 errors.append(f"{cid}/{ifname}: {e}")
-        _report_problems(store, records, req)
-        if errors:
-            raise IOFailure("GC could not release every stale attachment", "; ".join(errors))
+        net.report_problems(req)
+    if errors:
+        raise IOFailure("GC could not release every stale attachment", "; ".join(errors))
     return None
 
 

@@ -22,9 +22,11 @@ import ipaddress
 import json
 from typing import Any, NamedTuple
 
-from cni.errors import DecodeFailure, InvalidConfig
-from cni.spec import check_version, interface_name_problem, is_valid_id
-from cni.types import DNS, IPNetwork, Result, Route, result_from_dict
+from cni.spec import check_version
+from cni.types import DNS, Result, Route, result_from_dict
+from cnispec.errors import DecodeFailure, InvalidConfig
+from cnispec.ip import IPNetwork
+from cnispec.rules import id_problem, interface_name_problem, mtu_problem
 from ipam.ranges import Range, RangeSet
 from ipam.subnetfile import SubnetFile
 
@@ -44,7 +46,6 @@ class IPAMConf(NamedTuple):
 class NetConf(NamedTuple):
     cni_version: str
     name: str
-    type: str
     bridge: str
     is_gateway: bool
     is_default_gateway: bool
@@ -55,11 +56,8 @@ class NetConf(NamedTuple):
     promisc_mode: bool
     ipam: IPAMConf
     dns: DNS
-    subnet_file: str | None  # set for the flannel shape
     prev_result: Result | None
     valid_attachments: tuple[tuple[str, str], ...] | None
-    log_file: str | None
-    log_level: str
     lock_timeout: float
 
 
@@ -279,12 +277,9 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
     when it could not be read (DEL/GC still work then; ADD refuses earlier)."""
     version = check_version(obj.get("cniVersion"))
     name = _get(obj, "name", str, "")
-    if not is_valid_id(name):
-        raise InvalidConfig(
-            "invalid network configuration: name",
-            f"{name!r} must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$",
-        )
-    ptype = _get(obj, "type", str, "weft")
+    problem = id_problem(name)
+    if problem:
+        raise InvalidConfig("invalid network configuration: name", problem)
     ipam_obj = _get(obj, "ipam", dict, {})
     flannel = is_flannel_shape(obj)
     if flannel:
@@ -316,14 +311,14 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
             "cannot set hairpin mode and promiscuous mode at the same time",
         )
     mtu = _get(opts, "mtu", int, None, where)
-    if mtu is not None and not 68 <= mtu <= 65535:
-        raise InvalidConfig(
-            f"invalid network configuration: {where}mtu", f"{mtu} is not in 68..65535"
-        )
-    if mtu == 0:
-        mtu = None
+    problem = mtu_problem(mtu) if mtu is not None else None
+    if problem:
+        raise InvalidConfig(f"invalid network configuration: {where}mtu", problem)
     ipam = _ipam(ipam_obj, ranges, routes)
     prev = obj.get("prevResult")
+    # The dispatcher has set the log up from these already (it logs before any config is
+    # parsed); a wrong one is still a config error.
+    _get(obj, "logFile", str, None)
     log_level = _get(obj, "logLevel", str, "info")
     if log_level not in LOG_LEVELS:
         raise InvalidConfig(
@@ -335,7 +330,6 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
     return NetConf(
         cni_version=version,
         name=name,
-        type=ptype,
         bridge=bridge,
         # isDefaultGateway implies isGateway, as in the reference bridge plugin
         is_gateway=_get(opts, "isGateway", bool, False, where) or is_default_gw,
@@ -347,11 +341,8 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
         promisc_mode=promisc,
         ipam=ipam,
         dns=_dns(opts.get("dns") if flannel else obj.get("dns")),
-        subnet_file=subnet_file_path(obj) if flannel else None,
         prev_result=result_from_dict(prev) if prev is not None else None,
         valid_attachments=_valid_attachments(obj),
-        log_file=_get(obj, "logFile", str, None),
-        log_level=log_level,
         lock_timeout=lock_timeout,
     )
 

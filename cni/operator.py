@@ -18,15 +18,18 @@ import socket
 import struct
 import sys
 import time
-from typing import Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from cni import opstate
 from cni.config import NetConf, is_flannel_shape, parse_netconf, subnet_file_path
-from cni.errors import CNIError
 from cni.opstate import Observed, Row
+from cnispec.errors import CNIError
 from ipam.attachments import Attachment, AttachmentStore
 from ipam.disk import DiskStore
 from ipam.subnetfile import SubnetFile, parse_subnet_file
+
+if TYPE_CHECKING:
+    from cni.commands import Network
 
 CONF_DIRS_ENV = "WEFT_CONF_DIRS"
 DEFAULT_CONF_DIRS = ("/var/lib/rancher/k3s/agent/etc/cni/net.d", "/etc/cni/net.d")
@@ -203,33 +206,23 @@ def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
     return out
 
 
-class Stores(NamedTuple):
-    """host-local's reservations and weft's attachment records of one network."""
+def stores(conf: NetConf) -> Network:
+    from cni.commands import Network
 
-    disk: DiskStore
-    records: AttachmentStore
-
-    @property
-    def dir(self) -> str:
-        return self.disk.dir
-
-    @property
-    def problems(self) -> list[str]:
-        return self.disk.problems + self.records.problems
+    return Network.of(conf)
 
 
-def stores(conf: NetConf) -> Stores:
-    disk = DiskStore(conf.ipam.data_dir, conf.name)
-    return Stores(disk, AttachmentStore(disk.dir))
+def judged(net: Network) -> list[Row]:
+    return opstate.rows(observe(net.store, net.records), boot_id(), time.time())
 
 
-def judged(s: Stores) -> list[Row]:
-    return opstate.rows(observe(s.disk, s.records), boot_id(), time.time())
+def problems_of(net: Network) -> list[str]:
+    return net.store.problems + net.records.problems
 
 
-def _table(loaded: Loaded) -> tuple[Stores, list[Row]]:
-    s = stores(loaded.conf)
-    return s, judged(s) if s.disk.exists() else []
+def _table(loaded: Loaded) -> tuple[Network, list[Row]]:
+    net = stores(loaded.conf)
+    return net, judged(net) if net.store.exists() else []
 
 
 # ---- weft ls ------------------------------------------------------------------------------
@@ -268,15 +261,15 @@ def format_rows(table: list[Row]) -> str:
 def cmd_ls(argv: list[str], out: TextIO, err: TextIO) -> int:
     options = parse_options(argv, frozenset({"--conf", "--json"}))
     loaded = load(options)
-    store, table = _table(loaded)
+    net, table = _table(loaded)
     if options.json:
         from cni import opjson
 
-        out.write(opjson.ls_json(loaded.path, store.dir, table) + "\n")
+        out.write(opjson.ls_json(loaded.path, net.store.dir, table) + "\n")
         return 0
-    out.write(f"# network {loaded.conf.name}, store {store.dir}, config {loaded.path}\n")
+    out.write(f"# network {loaded.conf.name}, store {net.store.dir}, config {loaded.path}\n")
     out.write(format_rows(table))
-    for p in store.problems:
+    for p in problems_of(net):
         err.write(f"weft ls: store: {p}\n")
     return 0
 
@@ -319,7 +312,7 @@ def helper_state(path: str) -> tuple[str, str]:
         return "running", f"pid {pid}"
 
 
-def facts(loaded: Loaded, store: Stores, table: list[Row]) -> opstate.NodeFacts:
+def facts(loaded: Loaded, net: Network, table: list[Row]) -> opstate.NodeFacts:
     from cni.netlink import Netlink
 
     conf = loaded.conf
@@ -351,8 +344,8 @@ def facts(loaded: Loaded, store: Stores, table: list[Row]) -> opstate.NodeFacts:
         is_gateway=conf.is_gateway,
         forwarding=_forwarding(conf),
         usage=tuple(opstate.range_usage(conf.ipam.range_sets, table)),
-        store_dir=store.dir,
-        store_problems=tuple(store.problems),
+        store_dir=net.store.dir,
+        store_problems=tuple(problems_of(net)),
         helper_socket=sock,
         helper_state=state,
     )
@@ -377,8 +370,8 @@ def _subnet_line(loaded: Loaded) -> str:
 def cmd_status(argv: list[str], out: TextIO, err: TextIO) -> int:
     options = parse_options(argv, frozenset({"--conf", "--json"}))
     loaded = load(options)
-    store, table = _table(loaded)
-    f = facts(loaded, store, table)
+    net, table = _table(loaded)
+    f = facts(loaded, net, table)
     found = opstate.problems(f)
     sock = f.helper_socket
     _, helper_build = helper_state(sock) if f.helper_state == "running" else ("", "")
@@ -408,7 +401,7 @@ def cmd_status(argv: list[str], out: TextIO, err: TextIO) -> int:
             f"(reclaimable), {u.unjudgeable} host-local, {u.free} free -> {u.available} "
             "available to ADD\n"
         )
-    w(f"store       {store.dir}\n")
+    w(f"store       {net.store.dir}\n")
     helper = f.helper_state + (f": {helper_build}" if helper_build else "")
     w(f"helper      {sock}: {helper}\n")
     if not found:
@@ -425,31 +418,33 @@ def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
     options = parse_options(argv, frozenset({"--conf", "--dry-run", "--json"}))
     loaded = load(options)
     conf = loaded.conf
-    store = stores(conf)
-    if not store.disk.exists():
-        out.write(f"nothing to do: {store.dir} does not exist\n")
+    net = stores(conf)
+    if not net.store.exists():
+        out.write(f"nothing to do: {net.store.dir} does not exist\n")
         return 0
     released: list[Row] = []
     failed: list[tuple[Row, str]] = []
     with contextlib.ExitStack() as stack:
         if not options.dry_run:  # a dry run takes no lock: it must not even create one
-            from ipam.lock import FileLock
 
-            stack.enter_context(FileLock(store.disk.lock_path, conf.lock_timeout))
-        table = judged(store)
+            stack.enter_context(net.lock())
+        table = judged(net)
         plan = opstate.gc_plan(table)
         by_owner: dict[tuple[str, str], list[Row]] = {}
         for r in table:
             if r.state == opstate.STALE:
                 by_owner.setdefault((r.container_id, r.ifname), []).append(r)
         if not options.dry_run and plan.release:
-            from cni.commands import teardown
+            from cni.commands import apply_teardown_kernel, apply_teardown_store, plan_teardown_of
             from cni.netlink import Netlink
 
             host = stack.enter_context(Netlink.open())
             for cid, ifname in plan.release:
                 try:
-                    teardown(store.disk, store.records, conf, cid, ifname, "", host)
+                    t = plan_teardown_of(net, cid, ifname, "")
+                    if t is not None:
+                        apply_teardown_kernel(net, t, host)
+                        apply_teardown_store(net, t)
                     released += by_owner[(cid, ifname)]
                 except CNIError as e:
                     failed += [(r, str(e)) for r in by_owner[(cid, ifname)]]
@@ -460,7 +455,7 @@ def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
 
         out.write(
             opjson.gc_json(
-                store.dir, options.dry_run, released, failed, plan.unjudgeable, plan.kept_live
+                net.store.dir, options.dry_run, released, failed, plan.unjudgeable, plan.kept_live
             )
             + "\n"
         )
@@ -477,7 +472,7 @@ def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
         out.write(
             f"not touched {r.ip} held by {r.container_id}{'/' + r.ifname if r.ifname else ''}: "
             f"{r.reason}. If you know that container is gone: "
-            f"flock {store.disk.lock_path} rm {store.dir}/{r.ip}\n"
+            f"flock {net.store.lock_path} rm {net.store.dir}/{r.ip}\n"
         )
     out.write(
         f"{len(released)} {verb}, {plan.kept_live} live kept, "

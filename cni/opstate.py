@@ -2,7 +2,7 @@
 releases, how full each range is, what is wrong with the node. Pure: observations in
 (``Observed``, ``NodeFacts``), decisions out; ``cni.operator`` does the I/O.
 
-The staleness rule is the one ADD's reclaim applies (``cni.stale``), so ``weft ls``,
+The staleness rule is the one ADD's reclaim applies (``cni.plan.is_stale``), so ``weft ls``,
 ``weft gc``, ``weft status``, CNI STATUS and ADD agree on what an address is worth:
 
 * **live** -- weft recorded the attachment and its network namespace still exists;
@@ -18,9 +18,10 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
-from cni.stale import is_reclaimable
+from cni.plan import is_stale
+from cnispec.ip import IPAddress
 from ipam.attachments import Attachment
-from ipam.ranges import IPAddress, RangeSet
+from ipam.ranges import RangeSet
 from ipam.subnetfile import SubnetFile
 
 LIVE = "live"
@@ -67,9 +68,7 @@ def judge(o: Observed, current_boot: str, now: float) -> Row:
         reason = "no weft record: written by host-local (or an old id-only record)"
     else:
         boot = THIS_BOOT if rec.boot_id == current_boot else EARLIER_BOOT
-        if not rec.netns:
-            state, reason = HOST_LOCAL, "weft's record names no network namespace"
-        elif is_reclaimable(rec, bool(o.netns_exists)):
+        if is_stale(rec, lambda _: bool(o.netns_exists)):
             state = STALE
             reason = f"netns {rec.netns} is gone" + (
                 " (recorded in an earlier boot)" if boot == EARLIER_BOOT else ""

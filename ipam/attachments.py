@@ -24,11 +24,12 @@ import json
 import os
 from typing import Any, NamedTuple
 
-from cni.digest import sha256_hex
+from cnispec.digest import sha256_hex
+from cnispec.ip import IPInterface
+from cnispec.rules import interface_name_problem, is_valid_id
 from ipam import files
-from ipam.disk import is_valid_id, is_valid_ifname, validate_container_id, validate_ifname
+from ipam.disk import validate_container_id, validate_ifname
 
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 RECORDS_DIR = ".weft"
 
 
@@ -126,8 +127,10 @@ class AttachmentStore:
         except (ValueError, UnicodeDecodeError) as e:
             self._problem(path, f"attachment record is not valid ({e}), ignored")
             return None
-        if not (is_valid_id(rec.container_id) and is_valid_ifname(rec.ifname)) or (
-            os.path.basename(path) != record_name(rec.container_id, rec.ifname)
+        if (
+            not is_valid_id(rec.container_id)
+            or interface_name_problem(rec.ifname)
+            or (os.path.basename(path) != record_name(rec.container_id, rec.ifname))
         ):
             self._problem(path, "attachment record does not match its name, ignored")
             return None

@@ -30,10 +30,10 @@ import ipaddress
 import os
 from typing import TYPE_CHECKING
 
-from cni import spec
-from cni.errors import InvalidConfig, IOFailure
+from cnispec.errors import InvalidConfig, IOFailure
+from cnispec.ip import IPAddress
+from cnispec.rules import id_problem, interface_name_problem, is_valid_id
 from ipam import files
-from ipam.ranges import IPAddress
 from ipam.store import Reservation
 
 if TYPE_CHECKING:
@@ -42,45 +42,24 @@ if TYPE_CHECKING:
 LINE_BREAK = "\r\n"
 LAST_IP_PREFIX = "last_reserved_ip."
 LOCK_NAME = "lock"
-MAX_ID_LEN = spec.MAX_ID_LEN  # a file name component; Kubernetes/containerd ids are 64 hex
-MAX_IFNAME_LEN = 15  # IFNAMSIZ - 1
-
-
-def is_valid_id(s: object) -> bool:
-    """``^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$`` (host-local's container id / network name rule),
-    for values read from disk that may not even be strings. The rule is cni.spec's."""
-    return isinstance(s, str) and spec.is_valid_id(s)
-
-
-def is_valid_ifname(s: object) -> bool:
-    """Linux interface name rules (as the CNI spec's ValidateInterfaceName), cni.spec's."""
-    return isinstance(s, str) and spec.interface_name_problem(s) is None
 
 
 def validate_container_id(container_id: str) -> None:
-    if not is_valid_id(container_id):
-        raise InvalidConfig(
-            "invalid container id",
-            f"{container_id[:80]!r} must match [a-zA-Z0-9][a-zA-Z0-9_.-]* "
-            f"(at most {MAX_ID_LEN} chars)",
-        )
+    problem = id_problem(container_id)
+    if problem:
+        raise InvalidConfig("invalid container id", problem)
 
 
 def validate_ifname(ifname: str) -> None:
-    if not is_valid_ifname(ifname):
-        raise InvalidConfig(
-            "invalid interface name",
-            f"{ifname[:80]!r}: 1..{MAX_IFNAME_LEN} chars, no '/', ':', NUL or whitespace, "
-            "not '.' or '..'",
-        )
+    problem = interface_name_problem(ifname)
+    if problem:
+        raise InvalidConfig("invalid interface name", f"{ifname[:80]!r}: {problem}")
 
 
 def validate_network_name(network: str) -> None:
-    if not is_valid_id(network):
-        raise InvalidConfig(
-            "invalid network name",
-            f"{network[:80]!r} must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most {MAX_ID_LEN} chars)",
-        )
+    problem = id_problem(network)
+    if problem:
+        raise InvalidConfig("invalid network name", problem)
 
 
 def _validate_range_id(range_id: str) -> None:
@@ -183,7 +162,7 @@ class DiskStore:
             self._problem(path, "content is not ASCII, ignored")
             return None
         cid, sep, ifname = text.partition(LINE_BREAK)
-        if not is_valid_id(cid) or (sep and not is_valid_ifname(ifname)):
+        if not is_valid_id(cid) or (sep and interface_name_problem(ifname)):
             self._problem(path, f"content {text[:100]!r} is not <id> or <id>\\r\\n<ifname>")
             return None
         return Reservation(ip, cid, ifname)

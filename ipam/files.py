@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable
 
-from cni.errors import IOFailure
+from cnispec.errors import CNIError, os_error
 
 TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 60.0
@@ -24,8 +24,8 @@ O_READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
-def io_error(what: str, path: str, e: OSError) -> IOFailure:
-    return IOFailure(f"{what} failed", f"{path}: {e.strerror or e}")
+def io_error(what: str, path: str, e: OSError) -> CNIError:
+    return os_error(e, what, path)
 
 
 def read_small(path: str, problem: Callable[[str, str], None]) -> bytes | None:

@@ -1,22 +1,12 @@
 """FileLock: an exclusive ``flock()`` with a bounded wait.  Boundary (file descriptors).
 
-Waiting strategy.  First one ``flock(LOCK_EX | LOCK_NB)``: uncontended, acquire + release is
-one open, two flock and one close (measured median 3-5 us).  When the lock is busy, a helper thread
-(the builtin ``_thread`` module: no import cost) makes the *blocking* ``flock(LOCK_EX)``
-while the caller waits on a ``_thread`` lock with the timeout.  The kernel wakes the waiter
-the moment the holder releases: hand-over costs microseconds, no polling at all.
-
-Alternatives measured and rejected:
-
-* ``LOCK_NB`` + exponential back-off (0.1 ms doubling, capped at 10 ms): simple, but each
-  hand-over idles until the next poll.  Measured, holder keeping the lock 50 ms, 40 runs
-  each, interleaved, on a 2-CPU box under load average ~37: back-off hand-over median
-  8.0 ms / p90 18 ms, this helper thread median 1.9 ms / p90 9 ms (scheduling noise; on
-  an idle box it is the kernel wake-up).  The lock serialises concurrent pod ADDs on a
-  node, so idle hand-over time is lost throughput exactly when many pods start at once;
-* ``signal.setitimer`` + blocking ``flock``: as fast as the thread, but works in the main
-  thread only, takes over SIGALRM and ITIMER_REAL (save/re-arm/restore) and has a window
-  where the alarm fires just after flock() succeeded.
+Waiting.  First one ``flock(LOCK_EX | LOCK_NB)``: an uncontended lock costs one open, two
+flocks and one close.  When the lock is busy, a helper thread (the builtin ``_thread``: no
+import cost) makes the *blocking* ``flock(LOCK_EX)`` while the caller waits on a
+``_thread`` lock with the timeout, so the kernel hands the lock over the moment its holder
+lets go.  Polling with back-off would leave the lock idle until the next poll, and the
+lock is what serialises a burst of pods starting at once; ``SIGALRM`` around a blocking
+flock would take over the process's only interval timer and works in the main thread only.
 
 On timeout the helper thread keeps the descriptor: if the blocking flock() succeeds later,
 the thread sees the request was abandoned and unlocks + closes at once (a shared flag under
@@ -26,8 +16,8 @@ lock is leaked).  In the short-lived plugin process the thread simply dies at ex
 The lock is the open file description: released by ``release()`` / leaving the ``with``
 block, or by the kernel when the process dies.  Not re-entrant: a second FileLock on the
 same path in the same process waits for the first one (and times out).  Any error other
-than "held by someone else" raises :class:`cni.errors.IOFailure`; a timeout raises
-:class:`cni.errors.TryAgainLater` (code 11) naming the path and the timeout.  Same file and
+than "held by someone else" raises :class:`cnispec.errors.IOFailure`; a timeout raises
+:class:`cnispec.errors.TryAgainLater` (code 11) naming the path and the timeout.  Same file and
 same flock() as host-local's ``disk.FileLock``, so weft and host-local exclude each other.
 """
 
@@ -40,7 +30,7 @@ import fcntl
 import os
 from typing import TYPE_CHECKING
 
-from cni.errors import IOFailure, TryAgainLater
+from cnispec.errors import IOFailure, TryAgainLater, os_error
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -71,9 +61,9 @@ class FileLock:
                 os.makedirs(parent, 0o755, exist_ok=True)
                 return os.open(self.path, _OPEN_FLAGS, 0o644)
             except OSError as e:
-                raise IOFailure("opening lock file failed", f"{self.path}: {e}") from None
+                raise os_error(e, "opening lock file", self.path) from None
         except OSError as e:
-            raise IOFailure("opening lock file failed", f"{self.path}: {e}") from None
+            raise os_error(e, "opening lock file", self.path) from None
 
     def acquire(self) -> None:
         if self._fd is not None:
@@ -95,7 +85,7 @@ class FileLock:
             return
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise IOFailure("locking failed", f"{self.path}: {e}") from None
+                raise os_error(e, "locking", self.path) from None
         if self.timeout <= 0:
             raise self._timed_out()
 
@@ -135,7 +125,7 @@ class FileLock:
         if result is None:
             raise self._timed_out()
         if isinstance(result, OSError):
-            raise IOFailure("locking failed", f"{self.path}: {result}")
+            raise os_error(result, "locking", self.path)
 
     def _timed_out(self) -> TryAgainLater:
         return TryAgainLater(
@@ -150,7 +140,7 @@ class FileLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_UN)
         except OSError as e:
-            raise IOFailure("unlocking failed", f"{self.path}: {e}") from None
+            raise os_error(e, "unlocking", self.path) from None
         finally:
             os.close(fd)
 

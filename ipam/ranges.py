@@ -21,13 +21,11 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
-from cni.errors import InvalidConfig
+from cnispec.errors import InvalidConfig
+from cnispec.ip import IPAddress, IPNetwork
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_ip(value: str | IPAddress, what: str = "address") -> IPAddress:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ipam.ranges import IPAddress
+from cnispec.ip import IPAddress
 
 
 class Reservation(tuple[IPAddress, str, str]):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cni.digest import sha256_hex
-from cni.errors import InvalidConfig
 from cni.spec import PodRef, parse_cni_args, pod_ref
+from cnispec.digest import sha256_hex
+from cnispec.errors import InvalidConfig
 from ipam.attachments import Attachment, AttachmentStore
 
 IF = ipaddress.ip_interface

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cni.errors import IO_FAILURE, TRY_AGAIN_LATER, IOFailure, TryAgainLater
+from cnispec.errors import IO_FAILURE, TRY_AGAIN_LATER, IOFailure, TryAgainLater
 from ipam.lock import FileLock
 
 HOLDER = """

@@ -7,7 +7,6 @@ import ipaddress
 
 from cni import opstate
 from cni.opstate import NodeFacts, Observed, RangeUsage
-from cni.stale import is_reclaimable
 from ipam.attachments import Attachment
 from ipam.ranges import Range, RangeSet
 from ipam.subnetfile import parse_subnet_file
@@ -59,17 +58,11 @@ def test_live_stale_this_and_earlier_boot_and_host_local() -> None:
     assert table[4].netns_exists is None and table[4].veth_present is None
 
 
-def test_a_record_without_netns_is_not_judged() -> None:
+def test_a_record_without_netns_is_stale_and_no_record_is_not_judged() -> None:
     (row,) = opstate.rows([obs("10.42.0.2", "c", rec("c", netns=""), None)], BOOT, NOW)
+    assert row.state == "stale"
+    (row,) = opstate.rows([obs("10.42.0.2", "c", None, None)], BOOT, NOW)
     assert row.state == "host-local"
-    assert not is_reclaimable(rec("c", netns=""), False)
-
-
-def test_reclaimable_is_exactly_recorded_and_netns_gone() -> None:
-    assert is_reclaimable(rec("c"), netns_exists=False)
-    assert is_reclaimable(rec("c", boot="boot-before"), netns_exists=False)
-    assert not is_reclaimable(rec("c"), netns_exists=True)
-    assert not is_reclaimable(None, netns_exists=False)
 
 
 def test_gc_plan_releases_stale_keeps_live_and_never_touches_host_local() -> None:

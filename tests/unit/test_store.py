@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cni.errors import INVALID_CONFIG, InvalidConfig, RangeExhausted
+from cnispec.errors import INVALID_CONFIG, InvalidConfig, RangeExhausted
 from ipam.allocator import Allocator
 from ipam.disk import DiskStore
 from ipam.ranges import Range, RangeSet
