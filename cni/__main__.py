@@ -35,26 +35,29 @@ class Subcommand(NamedTuple):
 
     usage: str  # arguments, after the name
     summary: str
-    module: str  # defines run(name, argv) -> exit code
-    takes_name: bool = True  # run(name, argv) rather than run(argv)
+    module: str
+    func: str  # module.func(argv) -> exit code; may raise module.UsageError (exit 2)
 
 
-# One line per subcommand; another one is one more entry here.
+# One entry per subcommand; adding one is adding a line here.
 SUBCOMMANDS: dict[str, Subcommand] = {
     "ls": Subcommand(
         "[--json] [--conf FILE]",
         "one row per address: pod, netns, veth, boot, age, live/stale/host-local",
         "cni.operator",
+        "ls",
     ),
     "status": Subcommand(
         "[--json] [--conf FILE]",
         "subnet file, cni0, ip_forward, range usage, helper; exit 1 when unhealthy",
         "cni.operator",
+        "status",
     ),
     "gc": Subcommand(
         "[--dry-run] [--json] [--conf FILE]",
         "release every attachment whose netns is gone (never a live pod)",
         "cni.operator",
+        "gc",
     ),
 }
 
@@ -109,8 +112,8 @@ def person(argv: list[str]) -> int:
 
     module = importlib.import_module(sub.module)
     try:
-        code: int = module.run(first, rest) if sub.takes_name else module.run(rest)
-    except module.UsageError as e:
+        code: int = getattr(module, sub.func)(rest)
+    except getattr(module, "UsageError", ()) as e:
         sys.stderr.write(f"weft {first}: {e}\nusage: weft {first} {sub.usage}\n")
         return 2
     return code

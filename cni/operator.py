@@ -206,7 +206,7 @@ def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
     return out
 
 
-def stores(conf: NetConf) -> Network:
+def network(conf: NetConf) -> Network:
     from cni.commands import Network
 
     return Network.of(conf)
@@ -221,7 +221,7 @@ def problems_of(net: Network) -> list[str]:
 
 
 def _table(loaded: Loaded) -> tuple[Network, list[Row]]:
-    net = stores(loaded.conf)
+    net = network(loaded.conf)
     return net, judged(net) if net.store.exists() else []
 
 
@@ -418,15 +418,19 @@ def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
     options = parse_options(argv, frozenset({"--conf", "--dry-run", "--json"}))
     loaded = load(options)
     conf = loaded.conf
-    net = stores(conf)
+    net = network(conf)
     if not net.store.exists():
-        out.write(f"nothing to do: {net.store.dir} does not exist\n")
+        if options.json:
+            from cni import opjson
+
+            out.write(opjson.gc_json(net.store.dir, options.dry_run, [], [], (), 0) + "\n")
+        else:
+            out.write(f"nothing to do: {net.store.dir} does not exist\n")
         return 0
     released: list[Row] = []
     failed: list[tuple[Row, str]] = []
     with contextlib.ExitStack() as stack:
         if not options.dry_run:  # a dry run takes no lock: it must not even create one
-
             stack.enter_context(net.lock())
         table = judged(net)
         plan = opstate.gc_plan(table)
@@ -483,14 +487,23 @@ def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
     return 1 if failed else 0
 
 
-def run(name: str, argv: list[str]) -> int:
-    """Entry for ``cni.__main__``'s subcommand table."""
+def _run(name: str, argv: list[str]) -> int:
     handler = {"ls": cmd_ls, "status": cmd_status, "gc": cmd_gc}[name]
     try:
         return handler(argv, sys.stdout, sys.stderr)
-    except OperatorError as e:
+    except (OperatorError, CNIError) as e:
         sys.stderr.write(f"weft {name}: {e}\n")
         return 1
-    except CNIError as e:
-        sys.stderr.write(f"weft {name}: {e}\n")
-        return 1
+
+
+# Entries for cni.__main__'s subcommand table: func(argv) -> exit code.
+def ls(argv: list[str]) -> int:
+    return _run("ls", argv)
+
+
+def status(argv: list[str]) -> int:
+    return _run("status", argv)
+
+
+def gc(argv: list[str]) -> int:
+    return _run("gc", argv)
