@@ -306,10 +306,12 @@ def helper_state(path: str) -> tuple[str, str]:
     try:
         exe = os.readlink(f"/proc/{pid}/exe")
         st = os.stat(f"/proc/{pid}/exe")
-        built = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime))
-        return "running", f"pid {pid}, {exe} (built {built})"
     except OSError:
         return "running", f"pid {pid}"
+    if os.path.basename(exe) == "systemd":  # socket activation: systemd holds the socket
+        return "running", f"socket-activated by systemd (pid {pid}); the helper starts on demand"
+    built = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st.st_mtime))
+    return "running", f"pid {pid}, {exe} (built {built})"
 
 
 def facts(loaded: Loaded, net: Network, table: list[Row]) -> opstate.NodeFacts:

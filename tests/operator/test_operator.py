@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -297,3 +298,21 @@ def test_cni_exec_path_never_imports_pydantic(node: Node, command: str, tmp_path
     # what the bundle carries only for the operator's --json never loads here either
     heavy = ("asyncio", "concurrent", "email", "decimal", "fractions", "uuid", "zoneinfo", "csv")
     assert [m for m in loaded if m.split(".")[0] in heavy] == []
+
+
+def test_status_reports_the_helper_socket(node: Node) -> None:
+    write_conflist(node)
+    path = str(node.tmp / "weft.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(4)
+        st = json.loads(person(node, "status", "--json").stdout)
+        assert st["helper"]["state"] == "running", st["helper"]
+        assert f"pid {os.getpid()}" in st["helper"]["build"]
+        assert os.readlink("/proc/self/exe") in st["helper"]["build"]
+    finally:
+        listener.close()
+    # the socket file outlived its listener: a stale socket is a problem with a fix
+    out = person(node, "status")
+    assert out.rc == 1 and "nothing answers on it" in out.stdout, out
