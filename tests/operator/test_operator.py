@@ -7,6 +7,7 @@ Runs against ``WEFT_PLUGIN`` (the source tree by default, the frozen binary in
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -316,3 +317,21 @@ def test_status_reports_the_helper_socket(node: Node) -> None:
     # the socket file outlived its listener: a stale socket is a problem with a fix
     out = person(node, "status")
     assert out.rc == 1 and "nothing answers on it" in out.stdout, out
+
+
+def test_gc_waits_for_the_network_lock_and_changes_nothing_without_it(mixed: Mixed) -> None:
+    node = mixed.node
+    conf = node.conf()
+    conf["lockTimeout"] = 1
+    write_conflist(node, conf)
+    before = tree(node.data_dir)
+    fd = os.open(node.store_dir() / "lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a CNI command of this network is running
+        out = person(node, "gc")
+        assert out.rc == 1 and "timed out" in out.stderr and "lock" in out.stderr, out
+        assert tree(node.data_dir) == before
+    finally:
+        os.close(fd)
+    assert person(node, "gc").rc == 0
+    assert set(node.reservations()) == {mixed.ip["live"], mixed.ip["live-old"], HOST_LOCAL_IP}
