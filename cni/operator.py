@@ -26,7 +26,7 @@ from cni.opstate import Observed, Row
 from cnispec.errors import CNIError
 from ipam.attachments import Attachment, AttachmentStore
 from ipam.disk import DiskStore
-from ipam.subnetfile import SubnetFile, parse_subnet_file
+from ipam.subnetfile import SubnetFile
 
 if TYPE_CHECKING:
     from cni.commands import Network
@@ -37,7 +37,6 @@ CONF_EXTENSIONS = (".conf", ".conflist", ".json")  # libcni's ConfFiles
 HELPER_SOCKET_ENV = "WEFT_HELPER_SOCKET"
 DEFAULT_HELPER_SOCKET = "/run/weft/weft.sock"
 PLUGIN_TYPE = "weft"
-BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
 class UsageError(Exception):
@@ -142,18 +141,15 @@ class Loaded(NamedTuple):
 
 
 def load(options: Options) -> Loaded:
+    from cni.commands import read_subnet_file
+
     path, obj = find_conf(options.conf, conf_dirs())
     sf_path = subnet_file_path(obj)
     subnet: SubnetFile | None = None
     error = ""
     if sf_path:
-        try:
-            with open(sf_path, encoding="utf-8") as f:
-                subnet = parse_subnet_file(f.read(), sf_path)
-        except FileNotFoundError:
-            error = "does not exist (flannel has not written it)"
-        except (OSError, UnicodeDecodeError) as e:
-            error = f"cannot be read: {e}"
+        try:  # as ADD reads it, so status says what ADD would answer
+            subnet = read_subnet_file(sf_path, required=True)
         except CNIError as e:
             error = str(e)
     try:
@@ -164,11 +160,6 @@ def load(options: Options) -> Loaded:
 
 
 # ---- observing the node -------------------------------------------------------------------
-def boot_id() -> str:
-    with open(BOOT_ID_PATH, encoding="ascii") as f:
-        return f.read().strip()
-
-
 def _mtime(path: str) -> float | None:
     try:
         return os.lstat(path).st_mtime
@@ -213,6 +204,8 @@ def network(conf: NetConf) -> Network:
 
 
 def judged(net: Network) -> list[Row]:
+    from cni.commands import boot_id
+
     return opstate.rows(observe(net.store, net.records), boot_id(), time.time())
 
 
