@@ -4,15 +4,16 @@ The decisions are pure and live elsewhere (``cni.plan`` for ADD, teardown, stale
 GC, ``cni.check`` for CHECK); a handler loads what they need, calls them and applies the
 result. Every ADD side effect registers its undo on an ``ExitStack`` right after it
 happens; on success the stack is dropped (``pop_all``), on any failure it unwinds, so a
-failed ADD leaves no veth, no reservation and no rule. One ``FileLock`` per command, held
-for the whole command, makes ADD/DEL/CHECK/GC of one network mutually exclusive on the
-node (a concurrent ADD and DEL of the same container end fully there or fully gone).
+failed ADD leaves no veth, no reservation and no rule. Locks (``ipam.lock``): the
+attachment's own lock for the whole command, so ADD/DEL/CHECK of one attachment are
+all-or-nothing and ordered; the network lock only around the store (and the bridge), so
+the kernel work of different pods runs side by side.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any, NamedTuple
 
@@ -45,9 +46,9 @@ from cnispec.errors import (
 )
 from cnispec.ip import IPInterface
 from ipam.allocator import Allocation, Allocator, refuse_duplicate
-from ipam.attachments import Attachment, AttachmentStore
+from ipam.attachments import Attachment, AttachmentStore, attachment_key
 from ipam.disk import DiskStore
-from ipam.lock import FileLock
+from ipam.lock import FileLock, attachment_lock, attachment_lock_keys
 from ipam.ranges import RangeSet
 from ipam.store import Reservation
 from ipam.subnetfile import SubnetFile, parse_subnet_file
@@ -102,7 +103,8 @@ def open_pod_netlink(fd: int, path: str) -> Netlink:
 
 
 class Network(NamedTuple):
-    """One network's configuration and its two stores (host-local's and weft's records)."""
+    """One network's configuration, its two stores (host-local's and weft's records) and
+    its locks (``ipam.lock``: the attachment lock first, then the network lock)."""
 
     conf: NetConf
     store: DiskStore
@@ -114,8 +116,17 @@ class Network(NamedTuple):
         return cls(conf, store, AttachmentStore(store.dir))
 
     def lock(self) -> FileLock:
-        """The network lock (host-local's ``lock`` file)."""
+        """The network lock (host-local's ``lock`` file): around store work only."""
         return FileLock(self.store.lock_path, self.conf.lock_timeout)
+
+    def attachment_lock(self, cid: str, ifname: str) -> FileLock:
+        """The lock of one attachment: held for a whole command on it."""
+        return attachment_lock(self.store.dir, attachment_key(cid, ifname), self.conf.lock_timeout)
+
+    def locked(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` under the network lock (store work after the lock was let go)."""
+        with self.lock():
+            fn()
 
     def report_problems(self, req: Request) -> None:
         """Foreign or corrupt files in the store are reported, never trusted, never fatal."""
@@ -125,19 +136,19 @@ class Network(NamedTuple):
 
 # ---- teardown shared by DEL, GC and reclaim -------------------------------------------
 def plan_teardown_of(net: Network, cid: str, ifname: str, netns: str) -> Teardown | None:
-    """Load what the store knows of (cid, ifname) and plan its removal."""
+    """Load what the store knows of (cid, ifname) and plan its removal (network lock held)."""
     record = net.records.get(cid, ifname)
     reserved = net.store.get_by_id(cid, ifname)
     used = bool(record or reserved) or net.store.was_used()
     return plan_teardown(net.conf, cid, ifname, netns, record, reserved, used)
 
 
-def apply_teardown_kernel(net: Network, t: Teardown, host: Netlink | None) -> None:
-    """The kernel half: veth(s) and masquerade rules. Best effort for what is already
-    gone; raises only when something that is there could not be removed."""
-    with contextlib.ExitStack() as stack:
-        nl = host or stack.enter_context(Netlink.open())
-        bridge.delete_link(nl, t.host_veth)
+def apply_teardown_kernel(net: Network, t: Teardown) -> None:
+    """The kernel half: veth(s) and masquerade rules (attachment lock held, network lock
+    not needed). Best effort for what is already gone; raises only when something that is
+    there could not be removed."""
+    with Netlink.open() as host:
+        bridge.delete_link(host, t.host_veth)
     if t.pod_netns:
         _delete_in_netns(t.pod_netns, t.ifname)
     if t.masq_versions:
@@ -152,7 +163,8 @@ def apply_teardown_kernel(net: Network, t: Teardown, host: Netlink | None) -> No
 
 
 def apply_teardown_store(net: Network, t: Teardown) -> None:
-    """The store half, last: while the record exists, a retried DEL can finish the job."""
+    """The store half, last (network lock held): while the record exists, a retried DEL or
+    GC can finish the job."""
     if t.release:
         net.store.release_by_id(t.container_id, t.ifname)
         net.records.delete(t.container_id, t.ifname)
@@ -176,15 +188,28 @@ def _record_of(net: Network, r: Reservation) -> Attachment | None:
     return net.records.get(r.container_id, r.ifname) if r.ifname else None
 
 
-def reclaim_if_stale(net: Network, current_boot: str, r: Reservation, log: Log) -> bool:
-    """Tear down the attachment holding ``r`` if it is stale (see ``plan.is_stale``)."""
+def reclaim_if_stale(
+    net: Network, current_boot: str, r: Reservation, own: tuple[str, str], log: Log
+) -> bool:
+    """Tear down the attachment holding ``r`` if it is stale (``plan.is_stale``). Runs
+    under the network lock, so it only *tries* the attachment's lock (``ipam.lock``'s
+    order): a busy attachment is being worked on, not stale. ``own`` is the attachment
+    whose lock the caller holds already. Its kernel half runs under the network lock too:
+    reclaim is rare (a reboot's leftovers, a full range) and finds little in the kernel."""
+    key = (r.container_id, r.ifname)
     record = _record_of(net, r)
     if record is None or not is_stale(record, os.path.exists):
         return False
-    t = plan_teardown_of(net, r.container_id, r.ifname, "")
-    if t is not None:
-        apply_teardown_kernel(net, t, None)
-        apply_teardown_store(net, t)
+    with ExitStack() as held:
+        if key != own:
+            lock = net.attachment_lock(*key)
+            if not lock.try_acquire():
+                return False
+            held.callback(lock.remove)
+        t = plan_teardown_of(net, r.container_id, r.ifname, "")
+        if t is not None:
+            apply_teardown_kernel(net, t)
+            apply_teardown_store(net, t)
     pod = f" (pod {record.pod_namespace}/{record.pod_name})" if record.pod_name else ""
     boot = "this boot" if record.boot_id == current_boot else "an earlier boot"
     log.warning(
@@ -227,23 +252,32 @@ def cmd_add(req: Request) -> dict[str, Any]:
             f"no IP ranges configured; read as the {shape_reason(req.conf)}",
         )
     net = Network.of(conf)
+    cid, ifname = env.container_id, env.ifname
     with ExitStack() as held, ExitStack() as undo:
         pod_fd = open_netns(env.netns)
         held.callback(os.close, pod_fd)
-        held.enter_context(net.lock())
+        held.enter_context(alock := net.attachment_lock(cid, ifname))
+        undo.callback(alock.remove)  # a failed ADD leaves no lock file either
+        req.checkpoint("attachment-locked")
         host = held.enter_context(Netlink.open())
         pod = held.enter_context(open_pod_netlink(pod_fd, env.netns))
         current_boot = boot_id()
-        _refuse_duplicate(net, env.container_id, env.ifname, current_boot, req.log)
-        allocs = _allocate(net, env.container_id, env.ifname, current_boot, undo, req.log)
-        plan = plan_add(conf, env.container_id, env.ifname, allocs)
-        k8s = pod_ref(env.args)
-        net.records.put(attachment_record(plan, env.container_id, env.netns, current_boot, k8s))
-        undo.callback(net.records.delete, env.container_id, env.ifname)
+        with net.lock(), ExitStack() as store_undo:  # the store, and the bridge it serves
+            _refuse_duplicate(net, cid, ifname, current_boot, req.log)
+            allocs = _allocate(net, cid, ifname, current_boot, store_undo, req.log)
+            plan = plan_add(conf, cid, ifname, allocs)
+            k8s = pod_ref(env.args)
+            net.records.put(attachment_record(plan, cid, env.netns, current_boot, k8s))
+            store_undo.callback(net.records.delete, cid, ifname)
+            br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
+            moved = bridge.ensure_bridge_addresses(
+                host, br, plan.bridge_addresses, plan.force_address
+            )
+            _warn_moved(net, req.log, plan.bridge, moved, plan.bridge_addresses)
+            # from here on its undo needs the network lock again; it runs last, so the
+            # record outlives every kernel object it describes
+            undo.callback(_undo_store, net, req, store_undo.pop_all())
         req.checkpoint("reserved")
-        br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
-        moved = bridge.ensure_bridge_addresses(host, br, plan.bridge_addresses, plan.force_address)
-        _warn_moved(net, req.log, plan.bridge, moved, plan.bridge_addresses)
         veth = bridge.create_veth(host, pod, plan, pod_fd, br)
         undo.callback(bridge.delete_link, host, plan.host_veth)
         req.checkpoint("veth")
@@ -257,25 +291,34 @@ def cmd_add(req: Request) -> dict[str, Any]:
         if plan.ip_masq:
             from cni import masq  # subprocess: only with ipMasq
 
-            undo.callback(masq.teardown, conf.name, env.container_id, versions)
+            undo.callback(masq.teardown, conf.name, cid, versions)
             for a in allocs:
-                masq.setup(conf.name, env.container_id, a.address)
+                masq.setup(conf.name, cid, a.address)
         req.checkpoint("masq")
         br = host.link_get(plan.bridge) or br
         result = build_result(plan, br.mac, veth.mac, pod_link.mac, env.netns, conf.dns)
         undo.pop_all()
     net.report_problems(req)
-    req.log.info(
-        f"ADD {env.container_id}/{env.ifname}: {', '.join(str(a.address) for a in allocs)}"
-    )
+    req.log.info(f"ADD {cid}/{ifname}: {', '.join(str(a.address) for a in allocs)}")
     return result.to_dict(conf.cni_version)
+
+
+def _undo_store(net: Network, req: Request, pending: ExitStack) -> None:
+    """Release a failed ADD's reservation and record. Should the network lock not come in
+    time, they stay, consistent with a kernel already cleaned: the DEL a runtime sends
+    after a failed ADD (or GC) releases them, and the ADD's own error is the one reported."""
+    try:
+        net.locked(pending.close)
+    except CNIError as e:
+        req.log.warning(f"undo left the reservation and record for DEL to release: {e}")
 
 
 def _refuse_duplicate(net: Network, cid: str, ifname: str, current_boot: str, log: Log) -> None:
     """(cid, ifname) must hold nothing yet — leftovers from before a reboot are reclaimed
     first. Checked before any undo exists: a refused ADD must not free a live address."""
     held = net.store.get_by_id(cid, ifname)
-    if held and reclaim_if_stale(net, current_boot, Reservation(held[0], cid, ifname), log):
+    own = (cid, ifname)
+    if held and reclaim_if_stale(net, current_boot, Reservation(held[0], cid, ifname), own, log):
         held = net.store.get_by_id(cid, ifname)
     refuse_duplicate(held, cid, ifname)
 
@@ -284,10 +327,11 @@ def _allocate(
     net: Network, cid: str, ifname: str, current_boot: str, undo: ExitStack, log: Log
 ) -> list[Allocation]:
     allocs: list[Allocation] = []
+    own = (cid, ifname)
     for i, rs in enumerate(net.conf.ipam.range_sets):
         try:
             got = Allocator(rs, net.store, str(i)).get(
-                cid, ifname, reclaim=lambda r: reclaim_if_stale(net, current_boot, r, log)
+                cid, ifname, reclaim=lambda r: reclaim_if_stale(net, current_boot, r, own, log)
             )
         except RangeExhausted as e:
             raise RangeExhausted(e.msg, exhaustion_details(net, rs)) from None
@@ -336,11 +380,17 @@ def _warn_moved(
 def cmd_del(req: Request) -> None:
     env, conf = req.env, load_conf(req, need_subnet=False)
     net = Network.of(conf)
-    with net.lock():
-        t = plan_teardown_of(net, env.container_id, env.ifname, env.netns)
+    lock = net.attachment_lock(env.container_id, env.ifname)
+    with lock:
+        req.checkpoint("del-locked")
+        with net.lock():
+            t = plan_teardown_of(net, env.container_id, env.ifname, env.netns)
         if t is not None:
-            apply_teardown_kernel(net, t, None)
-            apply_teardown_store(net, t)
+            apply_teardown_kernel(net, t)
+            req.checkpoint("torn-down")
+            with net.lock():
+                apply_teardown_store(net, t)
+        lock.remove()  # the attachment is gone, so is its lock file
     req.log.info(f"DEL {env.container_id}/{env.ifname}")
     return None
 
@@ -353,8 +403,9 @@ def cmd_check(req: Request) -> None:
     with ExitStack() as held:
         pod_fd = open_netns(env.netns)
         held.callback(os.close, pod_fd)
-        held.enter_context(net.lock())
-        reserved = frozenset(net.store.get_by_id(env.container_id, env.ifname))
+        held.enter_context(net.attachment_lock(env.container_id, env.ifname))
+        with net.lock():
+            reserved = frozenset(net.store.get_by_id(env.container_id, env.ifname))
         with Netlink.open() as host, open_pod_netlink(pod_fd, env.netns) as pod:
             seen = bridge.observe(host, pod, exp)
         masq_present: frozenset[int] = frozenset()
@@ -402,25 +453,60 @@ def cmd_gc(req: Request) -> None:
     if not net.store.exists():
         return None
     errors: list[str] = []
-    with net.lock(), Netlink.open() as host:
-        gc = plan_gc(set(conf.valid_attachments), net.store.reservations(), net.records.all())
-        for ip in gc.release_legacy:
-            net.store.release(ip)
-        for cid, ifname in gc.teardown:
-            try:
-                # no netns: a recorded attachment goes by its host veth, and for a foreign
-                # (host-local) reservation GC has no netns to look in
+    with ExitStack() as claimed:
+        # under the network lock: decide, and win the lock of each attachment to collect
+        # (trying only: a busy one is in the middle of a command and is left for next time)
+        with net.lock():
+            records = net.records.all()
+            reservations = net.store.reservations()
+            gc = plan_gc(set(conf.valid_attachments), reservations, records)
+            for ip in gc.release_legacy:
+                net.store.release(ip)
+            todo: list[tuple[FileLock, Teardown]] = []
+            for cid, ifname in gc.teardown:
+                lock = net.attachment_lock(cid, ifname)
+                if not lock.try_acquire():
+                    req.log.info(f"GC skipped {cid}/{ifname}: a command on it is running")
+                    continue
+                claimed.callback(lock.release)
                 t = plan_teardown_of(net, cid, ifname, "")
                 if t is not None:
-                    apply_teardown_kernel(net, t, host)
-                    apply_teardown_store(net, t)
-                req.log.info(f"GC released {cid}/{ifname}")
+                    todo.append((lock, t))
+            _remove_orphan_locks(net, records, reservations)
+        req.checkpoint("gc-claimed")
+        # the kernel, outside the network lock; no netns: a recorded attachment goes by its
+        # host veth, and for a foreign (host-local) reservation GC has no netns to look in
+        done: list[tuple[FileLock, Teardown]] = []
+        for lock, t in todo:
+            try:
+                apply_teardown_kernel(net, t)
+                done.append((lock, t))
             except CNIError as e:
-                errors.append(f"{cid}/{ifname}: {e}")
+                errors.append(f"{t.container_id}/{t.ifname}: {e}")
+        with net.lock():
+            for lock, t in done:
+                apply_teardown_store(net, t)
+                lock.remove()
+                req.log.info(f"GC released {t.container_id}/{t.ifname}")
         net.report_problems(req)
     if errors:
         raise IOFailure("GC could not release every stale attachment", "; ".join(errors))
     return None
+
+
+def _remove_orphan_locks(
+    net: Network, records: list[Attachment], reservations: list[Reservation]
+) -> None:
+    """Lock files of attachments that no longer exist (a DEL that died, a failed ADD the
+    runtime never DELs): removed if nobody holds them (network lock held)."""
+    live = {attachment_key(a.container_id, a.ifname) for a in records}
+    live |= {attachment_key(r.container_id, r.ifname) for r in reservations if r.ifname}
+    for key in attachment_lock_keys(net.store.dir):
+        if key in live:
+            continue
+        lock = attachment_lock(net.store.dir, key, 0)
+        if lock.try_acquire():
+            lock.remove()
 
 
 HANDLERS = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc}

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from cni.spec import check_version
 from cni.types import DNS, Result, Route, result_from_dict
 from cnispec.errors import DecodeFailure, InvalidConfig
-from cnispec.ip import IPNetwork
+from cnispec.ip import IPAddress, IPNetwork
 from cnispec.rules import id_problem, interface_name_problem, mtu_problem
 from ipam.ranges import Range, RangeSet
 from ipam.subnetfile import SubnetFile
@@ -111,7 +111,7 @@ def _get(obj: dict[str, Any], key: str, kind: type, default: Any, where: str = "
     return v
 
 
-def _ip(value: Any, field: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _ip(value: Any, field: str) -> IPAddress:
     try:
         return ipaddress.ip_address(value)
     except ValueError:

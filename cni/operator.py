@@ -409,6 +409,48 @@ def cmd_status(argv: list[str], out: TextIO, err: TextIO) -> int:
 
 
 # ---- weft gc ------------------------------------------------------------------------------
+def _collect(
+    net: Network,
+) -> tuple[list[Row], opstate.GcPlan, list[Row], list[tuple[Row, str]], list[Row]]:
+    """Release what ``gc_plan`` says, in ``ipam.lock``'s order, as CNI GC does: decide
+    under the network lock and only *try* each attachment's lock (a busy one is in the
+    middle of a command: skipped); tear the kernel side down outside the network lock; then
+    release reservations and records under it again."""
+    from cni.commands import apply_teardown_kernel, apply_teardown_store, plan_teardown_of
+
+    released: list[Row] = []
+    failed: list[tuple[Row, str]] = []
+    busy: list[Row] = []
+    with contextlib.ExitStack() as claimed:
+        with net.lock():
+            table = judged(net)
+            plan = opstate.gc_plan(table)
+            todo = []
+            for cid, ifname in plan.release:
+                rows = [r for r in table if (r.container_id, r.ifname) == (cid, ifname)]
+                lock = net.attachment_lock(cid, ifname)
+                if not lock.try_acquire():
+                    busy += rows
+                    continue
+                claimed.callback(lock.release)
+                t = plan_teardown_of(net, cid, ifname, "")
+                if t is not None:
+                    todo.append((lock, t, rows))
+        done = []
+        for lock, t, rows in todo:
+            try:
+                apply_teardown_kernel(net, t)
+                done.append((lock, t, rows))
+            except CNIError as e:
+                failed += [(r, str(e)) for r in rows]
+        with net.lock():
+            for lock, t, rows in done:
+                apply_teardown_store(net, t)
+                lock.remove()
+                released += rows
+    return table, plan, released, failed, busy
+
+
 def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
     options = parse_options(argv, frozenset({"--conf", "--dry-run", "--json"}))
     loaded = load(options)
@@ -424,37 +466,24 @@ def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
         return 0
     released: list[Row] = []
     failed: list[tuple[Row, str]] = []
-    with contextlib.ExitStack() as stack:
-        if not options.dry_run:  # a dry run takes no lock: it must not even create one
-            stack.enter_context(net.lock())
+    busy: list[Row] = []
+    if options.dry_run:  # no lock at all: a dry run must not even create a lock file
         table = judged(net)
         plan = opstate.gc_plan(table)
-        by_owner: dict[tuple[str, str], list[Row]] = {}
-        for r in table:
-            if r.state == opstate.STALE:
-                by_owner.setdefault((r.container_id, r.ifname), []).append(r)
-        if not options.dry_run and plan.release:
-            from cni.commands import apply_teardown_kernel, apply_teardown_store, plan_teardown_of
-            from cni.netlink import Netlink
-
-            host = stack.enter_context(Netlink.open())
-            for cid, ifname in plan.release:
-                try:
-                    t = plan_teardown_of(net, cid, ifname, "")
-                    if t is not None:
-                        apply_teardown_kernel(net, t, host)
-                        apply_teardown_store(net, t)
-                    released += by_owner[(cid, ifname)]
-                except CNIError as e:
-                    failed += [(r, str(e)) for r in by_owner[(cid, ifname)]]
-        elif options.dry_run:
-            released = [r for owner in plan.release for r in by_owner[owner]]
+        released = [r for r in table if (r.container_id, r.ifname) in plan.release]
+    else:
+        table, plan, released, failed, busy = _collect(net)
     if options.json:
         from cni import opjson
 
         out.write(
             opjson.gc_json(
-                net.store.dir, options.dry_run, released, failed, plan.unjudgeable, plan.kept_live
+                net.store.dir,
+                options.dry_run,
+                released,
+                failed + [(r, "skipped: a CNI command on it is running") for r in busy],
+                plan.unjudgeable,
+                plan.kept_live,
             )
             + "\n"
         )
@@ -467,6 +496,11 @@ def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
         )
     for r, why in failed:
         out.write(f"FAILED {r.ip} {r.container_id}/{r.ifname}: {why}\n")
+    for r in busy:
+        out.write(
+            f"skipped {r.ip} {r.container_id}/{r.ifname}: a CNI command on it is running; "
+            "run weft gc again\n"
+        )
     for r in plan.unjudgeable:
         out.write(
             f"not touched {r.ip} held by {r.container_id}{'/' + r.ifname if r.ifname else ''}: "

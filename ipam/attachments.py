@@ -99,8 +99,13 @@ class Attachment(NamedTuple):
         )
 
 
+def attachment_key(container_id: str, ifname: str) -> str:
+    """The name of an attachment's files (record, lock): fixed length, path safe."""
+    return sha256_hex(f"{container_id}\n{ifname}".encode())
+
+
 def record_name(container_id: str, ifname: str) -> str:
-    return sha256_hex(f"{container_id}\n{ifname}".encode()) + ".json"
+    return attachment_key(container_id, ifname) + ".json"
 
 
 class AttachmentStore:

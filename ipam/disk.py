@@ -178,7 +178,7 @@ class DiskStore:
         """Claim ``ip`` for (container_id, ifname); False if the address is taken."""
         match, _ = self._matchers(container_id, ifname)
         _validate_range_id(range_id)
-        if not isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address) or (
+        if not isinstance(ip, IPAddress) or (
             isinstance(ip, ipaddress.IPv6Address) and ip.scope_id
         ):
             raise InvalidConfig("invalid address", f"{ip!r}")
@@ -236,7 +236,7 @@ class DiskStore:
         return [ip for ip, _ in self._owned(container_id, ifname)]
 
     def release(self, ip: IPAddress) -> None:
-        if not isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        if not isinstance(ip, IPAddress):
             raise InvalidConfig("invalid address", f"{ip!r}")
         files.remove(os.path.join(self.dir, str(ip)), "releasing")
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import ipaddress
 
 from cnispec.errors import InvalidConfig
-from cnispec.ip import IPNetwork
+from cnispec.ip import IPInterface, IPNetwork
 from cnispec.rules import mtu_problem
 
 IPv4If = ipaddress.IPv4Interface
@@ -133,7 +133,7 @@ def _parse_networks(value: str, version: int, path: str, lineno: int, key: str) 
 
 def _parse_interface(
     value: str, version: int, path: str, lineno: int, key: str
-) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+) -> IPInterface:
     if "/" not in value or "," in value or "%" in value:
         raise _bad(path, lineno, key, f"expected address/prefix, got {value!r}")
     try:
@@ -224,7 +224,7 @@ def parse_subnet_file(text: str, path: str = "subnet.env") -> SubnetFile:
 
 
 def _check_within(
-    iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+    iface: IPInterface,
     nets: list[IPNetwork],
     netkey: str,
     path: str,

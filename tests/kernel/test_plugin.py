@@ -113,7 +113,7 @@ def test_del_twice_leaves_nothing(node: Node) -> None:
     ok(node.delete(pod, "c1"))
     assert node.veths() == [] and node.reservations() == {}
     assert "eth0" not in pod.links()
-    assert list((node.store_dir() / ".weft").iterdir()) == []
+    assert node.weft_files() == []
 
 
 def test_del_after_netns_is_gone_frees_the_address(node: Node) -> None:
@@ -133,7 +133,7 @@ def test_add_into_existing_ifname_fails_cleanly(node: Node) -> None:
     e = err(node.add(pod, "c1"), 4)
     assert "eth0" in e["msg"]
     assert node.veths() == [] and node.reservations() == {}
-    assert list((node.store_dir() / ".weft").iterdir()) == []
+    assert node.weft_files() == []
     assert "other0" in pod.links() and "eth0" in pod.links()  # untouched
 
 
@@ -348,4 +348,4 @@ def test_attachment_record_on_disk_names_the_kubernetes_pod(node: Node) -> None:
     assert "podNamespace" not in recs["bare1"] and "podName" not in recs["bare1"]
     ok(node.delete(pod, "k8s1", env={"CNI_ARGS": args}))
     ok(node.delete(bare, "bare1"))
-    assert list((node.store_dir() / ".weft").glob("*.json")) == []
+    assert node.weft_files() == []  # no record, no lock file
