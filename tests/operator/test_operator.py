@@ -8,6 +8,7 @@ Runs against ``WEFT_PLUGIN`` (the source tree by default, the frozen binary in
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -334,4 +335,25 @@ def test_gc_waits_for_the_network_lock_and_changes_nothing_without_it(mixed: Mix
     finally:
         os.close(fd)
     assert person(node, "gc").rc == 0
+    assert set(node.reservations()) == {mixed.ip["live"], mixed.ip["live-old"], HOST_LOCAL_IP}
+
+
+def test_gc_skips_an_attachment_a_cni_command_is_working_on(mixed: Mixed) -> None:
+    """The lock order: gc only tries an attachment's lock; a busy one is left alone."""
+    node = mixed.node
+    digest = hashlib.sha256(b"gone\neth0").hexdigest()
+    path = node.store_dir() / ".weft" / "locks" / digest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # e.g. a DEL of that container is running
+        out = person(node, "gc")
+        assert out.rc == 0, out
+        assert f"skipped {mixed.ip['gone']} gone/eth0" in out.stdout
+        assert mixed.ip["gone"] in node.reservations()
+        assert mixed.ip["gone-old"] not in node.reservations()
+    finally:
+        os.close(fd)
+    again = person(node, "gc")
+    assert f"released {mixed.ip['gone']}" in again.stdout
     assert set(node.reservations()) == {mixed.ip["live"], mixed.ip["live-old"], HOST_LOCAL_IP}
