@@ -5,7 +5,7 @@ export WEFT_PYTHON := $(PYTHON)
 FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-e2e test-cri cnitool test-robustness test-cluster demo-cluster lint typecheck clean \
+.PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-operator test-operator-frozen test-e2e test-cri cnitool test-robustness test-cluster demo-cluster lint typecheck clean \
 	conformance-driver conformance conformance-reference conformance-weft conformance-table
 
 deps:
@@ -37,10 +37,10 @@ demo: build
 	bash scripts/demo.sh
 
 lint: deps
-	$(PYTHON) -m ruff check cni ipam tests conformance bench packaging
+	$(PYTHON) -m ruff check cni cnispec ipam tests conformance bench packaging
 
 typecheck: deps
-	$(PYTHON) -m mypy --strict cni ipam
+	$(PYTHON) -m mypy --strict cni cnispec ipam
 
 test-unit: deps
 	$(PYTEST) -q tests/unit
@@ -52,6 +52,14 @@ test-kernel: deps
 # The same kernel tests against the frozen binary: what ships is what is tested.
 test-frozen: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/kernel
+
+# weft ls/status/gc and the day-2 reproductions (root, sandbox node), against the source
+# tree and against the frozen binary.
+test-operator: deps
+	$(PYTEST) -q tests/operator
+
+test-operator-frozen: build
+	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/operator
 
 # The frozen binary as a runtime sees it: VERSION, symlinked entry point, install/uninstall.
 test-packaging: build cnitool
@@ -76,7 +84,7 @@ demo-cluster: build conformance-driver
 test-cri: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/cri
 
-# Concurrency, crashes, reboots, subnet changes, hostile input (issue 5), frozen binary.
+# Concurrency, crashes, reboots, subnet changes, hostile input, frozen binary.
 test-robustness: build
 	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/robustness
 
@@ -122,8 +130,8 @@ bench-quick: build
 test-bench: build
 	WEFT_PLUGIN=$(WEFT) $(PYTEST) -q bench/test_smoke.py
 
-test: deps lint typecheck test-unit test-kernel test-frozen test-packaging conformance-table test-e2e \
-	test-cri test-robustness test-cluster test-bench
+test: deps lint typecheck test-unit test-kernel test-frozen test-operator test-operator-frozen test-packaging \
+	conformance-table test-e2e test-cri test-robustness test-cluster test-bench
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
-from cni.dispatch import ABOUT, PLUGIN_VERSION, Dispatcher, Handler
-from cni.spec import SUPPORTED_VERSIONS
+from cni.dispatch import Dispatcher, Handler
 
 FAULT_ENV = "WEFT_FAULT_AT"  # test seam: SIGKILL ourselves at a named ADD step
+MODULES_ENV = "WEFT_MODULES_OUT"  # test seam: write the names of the loaded modules here
 
 
 def _handler(command: str) -> Handler:
@@ -28,33 +28,19 @@ def _checkpoint(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _human(argv: list[str]) -> int | None:
-    """A person running the binary (no CNI_COMMAND): a short message, exit 0."""
-    if os.environ.get("CNI_COMMAND"):
-        return None
-    versions = ", ".join(SUPPORTED_VERSIONS)
-    if "--version" in argv or "-v" in argv:
-        print(f"weft {PLUGIN_VERSION} (CNI spec versions {versions})")
-        return 0
-    text = (
-        f"{ABOUT}\nweft {PLUGIN_VERSION}; CNI protocol versions supported: {versions}\n"
-        "It is run by a container runtime (containerd, cri-o, cnitool) with CNI_COMMAND and the\n"
-        "other CNI_* variables set and the network config on stdin; see README.md.\n"
-    )
-    if "--help" in argv or "-h" in argv:
-        sys.stdout.write(text)
-    else:  # as the reference plugins do (skel's "about"): stderr, exit 0
-        sys.stderr.write(text)
-    return 0
-
-
 def main() -> int:
-    human = _human(sys.argv[1:])
-    if human is not None:
-        return human
-    return Dispatcher(
+    if not os.environ.get("CNI_COMMAND"):
+        from cni.person import person  # a person at a shell: never on the CNI exec path
+
+        return person(sys.argv[1:])
+    code = Dispatcher(
         os.environ.get, sys.stdin.buffer, sys.stdout, sys.stderr, _handler, _checkpoint
     ).run()
+    modules_out = os.environ.get(MODULES_ENV)
+    if modules_out:  # test seam: which modules this exec loaded (pydantic must not be one)
+        with open(modules_out, "w", encoding="utf-8") as f:
+            f.write("\n".join(sorted(sys.modules)) + "\n")
+    return code
 
 
 if __name__ == "__main__":

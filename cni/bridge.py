@@ -1,4 +1,4 @@
-"""Bridge and veth: the kernel half of ADD, DEL and CHECK, over ``cni.netlink``.
+"""Bridge and veth: the kernel half of ADD, DEL and CHECK, over ``cni.netlink``. Boundary.
 
 ``ensure_*`` helpers are idempotent: create, accept EEXIST, re-read, verify the type.
 """
@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import contextlib
 
-from cni.errors import CheckFailed, InvalidConfig, InvalidEnv, NetlinkFailure
-from cni.netlink import Exists, Link, LinkNotFound, Netlink
-from cni.netlink import Route as NlRoute
+from cni.check import Expected, Observed
+from cni.netlink import Exists, KernelRoute, Link, Netlink, NotFound
 from cni.plan import AddPlan
-from cni.types import IPInterface, Result, Route
+from cnispec.errors import InvalidConfig, InvalidEnv, NetlinkFailure
+from cnispec.ip import IPInterface
 
 
 class BridgeConflict(InvalidConfig):
@@ -41,12 +41,13 @@ def ensure_bridge(nl: Netlink, name: str, mtu: int | None, promisc: bool) -> Lin
 
 def ensure_bridge_addresses(
     nl: Netlink, bridge: Link, wanted: tuple[IPInterface, ...], force: bool
-) -> None:
+) -> list[IPInterface]:
     """Put the gateway address(es) on the bridge. Another address of the same family (a
     stale one after the node's subnet changed) is replaced with ``forceAddress`` and is an
-    error without it, as in the reference bridge plugin."""
+    error without it, as in the reference bridge plugin. Returns the addresses replaced."""
+    moved: list[IPInterface] = []
     if not wanted:
-        return
+        return moved
     present = [a.address for a in nl.addrs(bridge.ifindex)]
     for want in wanted:
         if want in present:
@@ -59,10 +60,12 @@ def ensure_bridge_addresses(
                     f"{bridge.name} already has an IP address different from {want}",
                     f"found {have}; set forceAddress to replace it",
                 )
-            with contextlib.suppress(LinkNotFound):
+            with contextlib.suppress(NotFound):
                 nl.addr_del(bridge.ifindex, have)
+                moved.append(have)
         with contextlib.suppress(Exists):
             nl.addr_add(bridge.ifindex, want)
+    return moved
 
 
 def create_veth(
@@ -115,74 +118,24 @@ def delete_link(nl: Netlink, name: str, kind: str | None = "veth") -> bool:
         return False
     try:
         nl.link_del(link.ifindex)
-    except LinkNotFound:
+    except NotFound:
         return False
     return True
 
 
 # ---- CHECK ----------------------------------------------------------------------------
-def _route_present(want: Route, have: list[NlRoute], oif: int) -> bool:
-    for r in have:
-        if r.dst != want.dst or (r.oif is not None and r.oif != oif):
-            continue
-        if want.gw is None or r.gateway == want.gw:
-            return True
-    return False
-
-
-def check_attachment(
-    host: Netlink,
-    pod: Netlink,
-    prev: Result,
-    bridge_name: str,
-    host_veth: str,
-    ifname: str,
-    netns: str,
-    hairpin: bool,
-    mtu: int | None,
-) -> None:
-    """Compare prevResult and config with the kernel; raise CheckFailed naming the drift."""
-    bridge = host.link_get(bridge_name)
-    if bridge is None or bridge.kind != "bridge":
-        raise CheckFailed(f"bridge {bridge_name} not found")
-    pod_ifaces = [i for i in prev.interfaces if i.sandbox]
-    if not any(i.name == ifname for i in pod_ifaces):
-        raise CheckFailed(f"prevResult has no interface {ifname} with a sandbox")
-    want_pod = next(i for i in pod_ifaces if i.name == ifname)
-    if want_pod.sandbox != netns:
-        raise CheckFailed(
-            f"interface {ifname} sandbox mismatch",
-            f"prevResult {want_pod.sandbox}, CNI_NETNS {netns}",
-        )
-    pod_link = pod.link_get(ifname)
-    if pod_link is None:
-        raise CheckFailed(f"interface {ifname} not found in {netns}")
-    if want_pod.mac and pod_link.mac.lower() != want_pod.mac.lower():
-        raise CheckFailed(
-            f"interface {ifname} MAC changed", f"want {want_pod.mac}, have {pod_link.mac}"
-        )
-    if mtu and pod_link.mtu != mtu:
-        raise CheckFailed(f"interface {ifname} MTU is {pod_link.mtu}, want {mtu}")
-    if not pod_link.up:
-        raise CheckFailed(f"interface {ifname} is down")
-    # Only our own host veth: later plugins of a chain add interfaces of their own
-    # (bandwidth's ifb device) to the result, and those are theirs to check.
-    if not any(i.name == host_veth for i in prev.interfaces):
-        raise CheckFailed(f"prevResult does not list the host veth {host_veth}")
-    hl = host.link_get(host_veth)
-    if hl is None:
-        raise CheckFailed(f"host veth {host_veth} not found")
-    if hl.master != bridge.ifindex:
-        raise CheckFailed(f"host veth {host_veth} is not attached to {bridge_name}")
-    if hairpin and not hl.hairpin:
-        raise CheckFailed(f"host veth {host_veth} has hairpin mode off")
-    have_addrs = {a.address for a in pod.addrs(pod_link.ifindex)}
-    for ip in prev.ips:
-        if ip.address not in have_addrs:
-            raise CheckFailed(f"address {ip.address} not found on {ifname}")
-    for version in sorted({r.dst.version for r in prev.routes}):
-        have = pod.routes(version)
-        for r in prev.routes:
-            if r.dst.version == version and not _route_present(r, have, pod_link.ifindex):
-                via = f" via {r.gw}" if r.gw else ""
-                raise CheckFailed(f"route {r.dst}{via} not found in {netns}")
+def observe(host: Netlink, pod: Netlink, exp: Expected) -> Observed:
+    """What the kernel shows of the attachment CHECK expects (compared in ``cni.check``)."""
+    pod_link = pod.link_get(exp.ifname)
+    addrs: frozenset[IPInterface] = frozenset()
+    routes: tuple[KernelRoute, ...] = ()
+    if pod_link is not None:
+        addrs = frozenset(a.address for a in pod.addrs(pod_link.ifindex))
+        routes = tuple(r for v in exp.route_versions for r in pod.routes(v))
+    return Observed(
+        bridge=host.link_get(exp.bridge),
+        host_veth=host.link_get(exp.host_veth),
+        pod_link=pod_link,
+        pod_addrs=addrs,
+        pod_routes=routes,
+    )

@@ -1,37 +1,56 @@
 """The command handlers: load → plan → apply → print.
 
-Every side effect registers its undo on an ``ExitStack`` right after it happens; on
-success the stack is dropped (``pop_all``), on any failure it unwinds, so a failed ADD
-leaves no veth, no reservation and no rule. One ``FileLock`` per command, held for the
-whole command, makes ADD/DEL/CHECK/GC of one network mutually exclusive on the node (a
-concurrent ADD and DEL of the same container end fully there or fully gone).
+The decisions are pure and live elsewhere (``cni.plan`` for ADD, teardown, staleness and
+GC, ``cni.check`` for CHECK); a handler loads what they need, calls them and applies the
+result. Every ADD side effect registers its undo on an ``ExitStack`` right after it
+happens; on success the stack is dropped (``pop_all``), on any failure it unwinds, so a
+failed ADD leaves no veth, no reservation and no rule. Locks (``ipam.lock``): the
+attachment's own lock for the whole command, so ADD/DEL/CHECK of one attachment are
+all-or-nothing and ordered; the network lock only around the store (and the bridge), so
+the kernel work of different pods runs side by side.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, NamedTuple
 
-from cni import bridge, sysctl
-from cni.config import NetConf, parse_netconf, subnet_file_path
+from cni import bridge, check, sysctl
+from cni.config import NetConf, config_warnings, parse_netconf, shape_reason, subnet_file_path
 from cni.dispatch import Request
-from cni.errors import (
+from cni.log import Log
+from cni.netlink import Netlink
+from cni.netns import NetnsGone, entered, open_netns
+from cni.plan import (
+    Teardown,
+    attachment_record,
+    build_result,
+    is_stale,
+    plan_add,
+    plan_gc,
+    plan_teardown,
+)
+from cni.spec import pod_ref
+from cnispec.errors import (
     CheckFailed,
     CNIError,
-    DuplicateAllocation,
     InvalidConfig,
     IOFailure,
     NotAvailable,
+    RangeExhausted,
     TryAgainLater,
+    os_error,
+    os_errors,
 )
-from cni.netlink import Netlink
-from cni.netns import NetnsGone, entered, open_netns
-from cni.plan import AddPlan, Allocated, build_result, host_veth_name, plan_add
-from ipam.allocator import Allocator, Reservation
-from ipam.lock import FileLock
-from ipam.store import DiskStore
+from cnispec.ip import IPInterface
+from ipam.allocator import Allocation, Allocator, refuse_duplicate
+from ipam.attachments import Attachment, AttachmentStore, attachment_key
+from ipam.disk import DiskStore
+from ipam.lock import FileLock, attachment_lock, attachment_lock_keys
+from ipam.ranges import RangeSet
+from ipam.store import Reservation
 from ipam.subnetfile import SubnetFile, parse_subnet_file
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -48,7 +67,11 @@ def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
                 "flannel has not written the subnet file yet", f"{path} does not exist"
             ) from None
         return None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
+        if required:
+            raise os_error(e, "reading the subnet file", path) from None
+        return None
+    except UnicodeDecodeError as e:
         if required:
             raise IOFailure("cannot read the subnet file", f"{path}: {e}") from None
         return None
@@ -61,15 +84,16 @@ def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
 
 
 def load_conf(req: Request, *, need_subnet: bool) -> NetConf:
+    for warning in config_warnings(req.conf):  # before parsing: a typo may be why it fails
+        req.log.warning(warning)
+    req.log.info(shape_reason(req.conf))
     path = subnet_file_path(req.conf)
     subnet = read_subnet_file(path, need_subnet) if path else None
-    conf = parse_netconf(req.conf, subnet)
-    req.log.configure(conf.log_file, conf.log_level)
-    return conf
+    return parse_netconf(req.conf, subnet)
 
 
 def boot_id() -> str:
-    with open(BOOT_ID_PATH, encoding="ascii") as f:
+    with os_errors("reading the boot id", BOOT_ID_PATH), open(BOOT_ID_PATH, encoding="ascii") as f:
         return f.read().strip()
 
 
@@ -78,41 +102,72 @@ def open_pod_netlink(fd: int, path: str) -> Netlink:
         return Netlink.open()
 
 
+class Network(NamedTuple):
+    """One network's configuration, its two stores (host-local's and weft's records) and
+    its locks (``ipam.lock``: the attachment lock first, then the network lock)."""
+
+    conf: NetConf
+    store: DiskStore
+    records: AttachmentStore
+
+    @classmethod
+    def of(cls, conf: NetConf) -> Network:
+        store = DiskStore(conf.ipam.data_dir, conf.name)
+        return cls(conf, store, AttachmentStore(store.dir))
+
+    def lock(self) -> FileLock:
+        """The network lock (host-local's ``lock`` file): around store work only."""
+        return FileLock(self.store.lock_path, self.conf.lock_timeout)
+
+    def attachment_lock(self, cid: str, ifname: str) -> FileLock:
+        """The lock of one attachment: held for a whole command on it."""
+        return attachment_lock(self.store.dir, attachment_key(cid, ifname), self.conf.lock_timeout)
+
+    def locked(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` under the network lock (store work after the lock was let go)."""
+        with self.lock():
+            fn()
+
+    def report_problems(self, req: Request) -> None:
+        """Foreign or corrupt files in the store are reported, never trusted, never fatal."""
+        for problem in self.store.problems + self.records.problems:
+            req.log.warning(f"store: {problem}")
+
+
 # ---- teardown shared by DEL, GC and reclaim -------------------------------------------
-def teardown(
-    store: DiskStore,
-    conf: NetConf,
-    container_id: str,
-    ifname: str,
-    netns: str,
-    host: Netlink | None,
-) -> None:
-    """Remove one attachment: host veth (which takes the pod end with it), masquerade rule,
-    reservation(s), record. Best effort for what is already gone; raises only when
-    something that is there could not be removed."""
-    record = store.get_attachment(container_id, ifname)
-    reserved = store.get_by_id(container_id, ifname)
-    if record is None and not reserved:
-        return
-    nl = host or Netlink.open()
-    try:
-        bridge.delete_link(nl, host_veth_name(container_id, ifname))  # = the record's hostVeth
-        if record is None and netns:  # a reservation host-local made: find the pod end
-            _delete_in_netns(netns, ifname)
-    finally:
-        if host is None:
-            nl.close()
-    versions: set[int] = {ip.version for ip in reserved}
-    recorded_ips = (record or {}).get("ips")
-    if isinstance(recorded_ips, list):
-        versions |= {6 if ":" in str(a) else 4 for a in recorded_ips}
-    masq_versions = versions if (record or {}).get("ipMasq", conf.ip_masq) is True else set()
-    if masq_versions:
+def plan_teardown_of(net: Network, cid: str, ifname: str, netns: str) -> Teardown | None:
+    """Load what the store knows of (cid, ifname) and plan its removal (network lock held)."""
+    record = net.records.get(cid, ifname)
+    reserved = net.store.get_by_id(cid, ifname)
+    used = bool(record or reserved) or net.store.was_used()
+    return plan_teardown(net.conf, cid, ifname, netns, record, reserved, used)
+
+
+def apply_teardown_kernel(net: Network, t: Teardown) -> None:
+    """The kernel half: veth(s) and masquerade rules (attachment lock held, network lock
+    not needed). Best effort for what is already gone; raises only when something that is
+    there could not be removed."""
+    with Netlink.open() as host:
+        bridge.delete_link(host, t.host_veth)
+    if t.pod_netns:
+        _delete_in_netns(t.pod_netns, t.ifname)
+    if t.masq_versions:
         from cni import masq  # subprocess: only when there is a rule to remove
 
-        masq.teardown(conf.name, container_id, masq_versions)
-    store.release_by_id(container_id, ifname)
-    store.delete_attachment(container_id, ifname)
+        for version in sorted(t.masq_versions):
+            try:
+                masq.teardown(net.conf.name, t.container_id, {version})
+            except masq.ToolMissing:
+                if not t.masq_guessed:  # a recorded rule must go; a guessed one needs iptables
+                    raise
+
+
+def apply_teardown_store(net: Network, t: Teardown) -> None:
+    """The store half, last (network lock held): while the record exists, a retried DEL or
+    GC can finish the job."""
+    if t.release:
+        net.store.release_by_id(t.container_id, t.ifname)
+        net.records.delete(t.container_id, t.ifname)
 
 
 def _delete_in_netns(netns: str, ifname: str) -> None:
@@ -127,51 +182,106 @@ def _delete_in_netns(netns: str, ifname: str) -> None:
         os.close(fd)
 
 
-def _stale(store: DiskStore, conf: NetConf, current_boot: str, r: Reservation) -> bool:
-    """A reservation from an earlier boot whose netns is gone: its pod cannot exist."""
-    if not r.ifname:  # host-local's legacy id-only record: not ours to judge
+def _record_of(net: Network, r: Reservation) -> Attachment | None:
+    """weft's record of the attachment holding ``r`` (host-local's legacy id-only record
+    has no ifname, hence no record: never ours to judge)."""
+    return net.records.get(r.container_id, r.ifname) if r.ifname else None
+
+
+def reclaim_if_stale(
+    net: Network, current_boot: str, r: Reservation, own: tuple[str, str], log: Log
+) -> bool:
+    """Tear down the attachment holding ``r`` if it is stale (``plan.is_stale``). Runs
+    under the network lock, so it only *tries* the attachment's lock (``ipam.lock``'s
+    order): a busy attachment is being worked on, not stale. ``own`` is the attachment
+    whose lock the caller holds already. Its kernel half runs under the network lock too:
+    reclaim is rare (a reboot's leftovers, a full range) and finds little in the kernel."""
+    key = (r.container_id, r.ifname)
+    record = _record_of(net, r)
+    if record is None or not is_stale(record, os.path.exists):
         return False
-    record = store.get_attachment(r.container_id, r.ifname)
-    if record is None or record.get("bootID") in (None, current_boot):
-        return False
-    netns = str(record.get("netns") or "")
-    if netns and os.path.exists(netns):
-        return False
-    teardown(store, conf, r.container_id, r.ifname, "", None)
+    with ExitStack() as held:
+        if key != own:
+            lock = net.attachment_lock(*key)
+            if not lock.try_acquire():
+                return False
+            held.callback(lock.remove)
+        t = plan_teardown_of(net, r.container_id, r.ifname, "")
+        if t is not None:
+            apply_teardown_kernel(net, t)
+            apply_teardown_store(net, t)
+    pod = f" (pod {record.pod_namespace}/{record.pod_name})" if record.pod_name else ""
+    boot = "this boot" if record.boot_id == current_boot else "an earlier boot"
+    log.warning(
+        f"reclaimed {r.ip} from {r.container_id}/{r.ifname}{pod}: its netns "
+        f"{record.netns or '(none recorded)'} (recorded in {boot}) is gone, so no pod can use it"
+    )
     return True
 
 
-def _report_problems(store: DiskStore, req: Request) -> None:
-    """Foreign or corrupt files in the store are reported, never trusted, never fatal."""
-    for problem in store.problems:
-        req.log.warning(f"store: {problem}")
+def holdings(net: Network, rs: RangeSet) -> tuple[int, int, int]:
+    """(held, stale, unjudgeable) addresses of range set ``rs``. ADD can use its capacity
+    minus held plus stale (it reclaims those); CNI STATUS and the exhaustion error count
+    with this, so they agree with ADD."""
+    held = stale = unjudgeable = 0
+    for r in net.store.reservations():
+        if rs.contains(r.ip) is None:
+            continue
+        held += 1
+        record = _record_of(net, r)
+        unjudgeable += record is None
+        stale += record is not None and is_stale(record, os.path.exists)
+    return held, stale, unjudgeable
+
+
+def exhaustion_details(net: Network, rs: RangeSet) -> str:
+    held, stale, unjudgeable = holdings(net, rs)
+    return (
+        f"range set {rs.describe()}: {held} of {rs.capacity} addresses held in {net.store.dir} "
+        f"({stale} stale, {unjudgeable} host-local records weft cannot judge); "
+        "`weft ls` shows who holds them, `weft gc` releases the leaked ones"
+    )
 
 
 # ---- ADD --------------------------------------------------------------------------------
 def cmd_add(req: Request) -> dict[str, Any]:
     env, conf = req.env, load_conf(req, need_subnet=True)
     if not conf.ipam.range_sets:
-        raise InvalidConfig("invalid network configuration: ipam", "no IP ranges configured")
-    store = DiskStore(conf.ipam.data_dir, conf.name)
+        raise InvalidConfig(
+            "invalid network configuration: ipam",
+            f"no IP ranges configured; read as the {shape_reason(req.conf)}",
+        )
+    net = Network.of(conf)
+    cid, ifname = env.container_id, env.ifname
     with ExitStack() as held, ExitStack() as undo:
         pod_fd = open_netns(env.netns)
         held.callback(os.close, pod_fd)
-        held.enter_context(FileLock(store.lock_path, conf.lock_timeout))
+        held.enter_context(alock := net.attachment_lock(cid, ifname))
+        undo.callback(alock.remove)  # a failed ADD leaves no lock file either
+        req.checkpoint("attachment-locked")
         host = held.enter_context(Netlink.open())
         pod = held.enter_context(open_pod_netlink(pod_fd, env.netns))
         current_boot = boot_id()
-        _refuse_duplicate(store, conf, env.container_id, env.ifname, current_boot)
-        allocs = _allocate(store, conf, env.container_id, env.ifname, current_boot, undo)
-        plan = plan_add(conf, env.container_id, env.ifname, allocs)
-        store.put_attachment(env.container_id, env.ifname, _record(plan, env.netns, current_boot))
-        undo.callback(store.delete_attachment, env.container_id, env.ifname)
+        with net.lock(), ExitStack() as store_undo:  # the store, and the bridge it serves
+            _refuse_duplicate(net, cid, ifname, current_boot, req.log)
+            allocs = _allocate(net, cid, ifname, current_boot, store_undo, req.log)
+            plan = plan_add(conf, cid, ifname, allocs)
+            k8s = pod_ref(env.args)
+            net.records.put(attachment_record(plan, cid, env.netns, current_boot, k8s))
+            store_undo.callback(net.records.delete, cid, ifname)
+            br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
+            moved = bridge.ensure_bridge_addresses(
+                host, br, plan.bridge_addresses, plan.force_address
+            )
+            _warn_moved(net, req.log, plan.bridge, moved, plan.bridge_addresses)
+            # from here on its undo needs the network lock again; it runs last, so the
+            # record outlives every kernel object it describes
+            undo.callback(_undo_store, net, req, store_undo.pop_all())
         req.checkpoint("reserved")
-        br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
-        bridge.ensure_bridge_addresses(host, br, plan.bridge_addresses, plan.force_address)
         veth = bridge.create_veth(host, pod, plan, pod_fd, br)
         undo.callback(bridge.delete_link, host, plan.host_veth)
         req.checkpoint("veth")
-        versions: set[int] = {a.address.version for a in allocs}
+        versions = plan.versions
         with entered(pod_fd, env.netns):
             _pod_sysctls(plan.ifname, versions)
         pod_link = bridge.configure_pod(pod, plan)
@@ -181,62 +291,57 @@ def cmd_add(req: Request) -> dict[str, Any]:
         if plan.ip_masq:
             from cni import masq  # subprocess: only with ipMasq
 
-            undo.callback(masq.teardown, conf.name, env.container_id, versions)
+            undo.callback(masq.teardown, conf.name, cid, versions)
             for a in allocs:
-                masq.setup(conf.name, env.container_id, a.address)
+                masq.setup(conf.name, cid, a.address)
         req.checkpoint("masq")
         br = host.link_get(plan.bridge) or br
         result = build_result(plan, br.mac, veth.mac, pod_link.mac, env.netns, conf.dns)
         undo.pop_all()
-    _report_problems(store, req)
-    req.log.info(
-        f"ADD {env.container_id}/{env.ifname}: {', '.join(str(a.address) for a in allocs)}"
-    )
+    net.report_problems(req)
+    req.log.info(f"ADD {cid}/{ifname}: {', '.join(str(a.address) for a in allocs)}")
     return result.to_dict(conf.cni_version)
 
 
-def _refuse_duplicate(
-    store: DiskStore, conf: NetConf, cid: str, ifname: str, current_boot: str
-) -> None:
+def _undo_store(net: Network, req: Request, pending: ExitStack) -> None:
+    """Release a failed ADD's reservation and record. Should the network lock not come in
+    time, they stay, consistent with a kernel already cleaned: the DEL a runtime sends
+    after a failed ADD (or GC) releases them, and the ADD's own error is the one reported."""
+    try:
+        net.locked(pending.close)
+    except CNIError as e:
+        req.log.warning(f"undo left the reservation and record for DEL to release: {e}")
+
+
+def _refuse_duplicate(net: Network, cid: str, ifname: str, current_boot: str, log: Log) -> None:
     """(cid, ifname) must hold nothing yet — leftovers from before a reboot are reclaimed
     first. Checked before any undo exists: a refused ADD must not free a live address."""
-    held = store.get_by_id(cid, ifname)
-    if any([_stale(store, conf, current_boot, Reservation(ip, cid, ifname)) for ip in held]):
-        held = store.get_by_id(cid, ifname)
-    if held:
-        raise DuplicateAllocation(
-            f"{held[0]} has been allocated to {cid}/{ifname}, duplicate allocation is not allowed",
-            "run DEL first",
-        )
-
-
-def _record(plan: AddPlan, netns: str, current_boot: str) -> dict[str, Any]:
-    """weft's attachment record: what DEL, GC and reboot recovery act on."""
-    return {
-        "hostVeth": plan.host_veth,
-        "netns": netns,
-        "bootID": current_boot,
-        "ipMasq": plan.ip_masq,
-        "bridge": plan.bridge,
-        "ips": [str(a.address) for a in plan.addresses],
-    }
+    held = net.store.get_by_id(cid, ifname)
+    own = (cid, ifname)
+    if held and reclaim_if_stale(net, current_boot, Reservation(held[0], cid, ifname), own, log):
+        held = net.store.get_by_id(cid, ifname)
+    refuse_duplicate(held, cid, ifname)
 
 
 def _allocate(
-    store: DiskStore, conf: NetConf, cid: str, ifname: str, current_boot: str, undo: ExitStack
-) -> list[Allocated]:
-    allocs: list[Allocated] = []
-    for i, rs in enumerate(conf.ipam.range_sets):
-        got = Allocator(rs, store, str(i)).get(
-            cid, ifname, reclaim=lambda r: _stale(store, conf, current_boot, r)
-        )
-        if not allocs:  # (cid, ifname) held nothing before (checked by the caller)
-            undo.callback(store.release_by_id, cid, ifname)
-        allocs.append(Allocated(got.address, got.gateway))
+    net: Network, cid: str, ifname: str, current_boot: str, undo: ExitStack, log: Log
+) -> list[Allocation]:
+    allocs: list[Allocation] = []
+    own = (cid, ifname)
+    for i, rs in enumerate(net.conf.ipam.range_sets):
+        try:
+            got = Allocator(rs, net.store, str(i)).get(
+                cid, ifname, reclaim=lambda r: reclaim_if_stale(net, current_boot, r, own, log)
+            )
+        except RangeExhausted as e:
+            raise RangeExhausted(e.msg, exhaustion_details(net, rs)) from None
+        allocs.append(got)
+        if len(allocs) == 1:  # (cid, ifname) held nothing before (checked by the caller)
+            undo.callback(net.store.release_by_id, cid, ifname)
     return allocs
 
 
-def _pod_sysctls(ifname: str, versions: set[int]) -> None:
+def _pod_sysctls(ifname: str, versions: frozenset[int]) -> None:
     """Inside the pod netns: announce the new address on link-up (arp_notify) and skip
     IPv6 duplicate address detection, whose address is unique by allocation."""
     if 4 in versions:
@@ -245,90 +350,76 @@ def _pod_sysctls(ifname: str, versions: set[int]) -> None:
         sysctl.write(f"net/ipv6/conf/{ifname}/accept_dad", "0")
 
 
-def _forwarding(versions: set[int]) -> None:
+def _forwarding(versions: frozenset[int]) -> None:
     if 4 in versions:
         sysctl.ensure("net/ipv4/ip_forward", "1")
     if 6 in versions:
         sysctl.ensure("net/ipv6/conf/all/forwarding", "1")
 
 
+def _warn_moved(
+    net: Network,
+    log: Log,
+    bridge_name: str,
+    moved: list[IPInterface],
+    wanted: tuple[IPInterface, ...],
+) -> None:
+    """forceAddress took an old gateway off the bridge: the pods still on that subnet have
+    lost their gateway. Say how many, so the operator knows what to recreate."""
+    for old in moved:
+        new = ", ".join(str(w) for w in wanted if w.version == old.version)
+        left = sum(1 for r in net.store.reservations() if r.ip in old.network)
+        log.warning(
+            f"forceAddress: moved {bridge_name} from {old} to {new}; {left} "
+            f"pod{'s' if left != 1 else ''} still on {old.network} lost their gateway: "
+            "delete them so they are recreated (`weft ls` lists them)"
+        )
+
+
 # ---- DEL --------------------------------------------------------------------------------
 def cmd_del(req: Request) -> None:
     env, conf = req.env, load_conf(req, need_subnet=False)
-    store = DiskStore(conf.ipam.data_dir, conf.name)
-    with FileLock(store.lock_path, conf.lock_timeout):
-        if store.get_attachment(env.container_id, env.ifname) or store.get_by_id(
-            env.container_id, env.ifname
-        ):
-            teardown(store, conf, env.container_id, env.ifname, env.netns, None)
-        elif not _was_used(store):
-            _sweep_unrecorded(conf, env.container_id, env.ifname, env.netns)
+    net = Network.of(conf)
+    lock = net.attachment_lock(env.container_id, env.ifname)
+    with lock:
+        req.checkpoint("del-locked")
+        with net.lock():
+            t = plan_teardown_of(net, env.container_id, env.ifname, env.netns)
+        if t is not None:
+            apply_teardown_kernel(net, t)
+            req.checkpoint("torn-down")
+            with net.lock():
+                apply_teardown_store(net, t)
+        lock.remove()  # the attachment is gone, so is its lock file
     req.log.info(f"DEL {env.container_id}/{env.ifname}")
     return None
-
-
-def _was_used(store: DiskStore) -> bool:
-    """Has this store recorded anything ever (a last_reserved_ip file survives releases)?"""
-    return any(name.startswith("last_reserved_ip.") for name in os.listdir(store.dir))
-
-
-def _sweep_unrecorded(conf: NetConf, container_id: str, ifname: str, netns: str) -> None:
-    """The store was wiped (or never written): remove what the deterministic names can
-    still find — host veth, the pod's ifname, the masquerade chain."""
-    with Netlink.open() as host:
-        bridge.delete_link(host, host_veth_name(container_id, ifname))
-    if netns:
-        _delete_in_netns(netns, ifname)
-    from cni import masq
-
-    for version in (4, 6):
-        with contextlib.suppress(masq.ToolMissing):  # no iptables for it: no rule either
-            masq.teardown(conf.name, container_id, {version})
 
 
 # ---- CHECK ------------------------------------------------------------------------------
 def cmd_check(req: Request) -> None:
     env, conf = req.env, load_conf(req, need_subnet=True)
-    prev = conf.prev_result
-    if prev is None:
-        raise InvalidConfig(
-            "invalid network configuration: prevResult", "CHECK requires prevResult"
-        )
-    store = DiskStore(conf.ipam.data_dir, conf.name)
-    pod_fd = open_netns(env.netns)
-    try:
-        with FileLock(store.lock_path, conf.lock_timeout):
-            reserved = set(store.get_by_id(env.container_id, env.ifname))
-            for ip in prev.ips:
-                if ip.address.ip not in reserved:
-                    owner = f"{env.container_id}/{env.ifname}"
-                    raise CheckFailed(f"address {ip.address.ip} is not reserved for {owner}")
-            with Netlink.open() as host, open_pod_netlink(pod_fd, env.netns) as pod:
-                record = store.get_attachment(env.container_id, env.ifname) or {}
-                host_veth = str(
-                    record.get("hostVeth") or host_veth_name(env.container_id, env.ifname)
-                )
-                bridge.check_attachment(
-                    host,
-                    pod,
-                    prev,
-                    conf.bridge,
-                    host_veth,
-                    env.ifname,
-                    env.netns,
-                    conf.hairpin_mode,
-                    conf.mtu,
-                )
-            if conf.ip_masq:
-                from cni import masq
+    exp = check.plan_check(conf, env.container_id, env.ifname, env.netns)
+    net = Network.of(conf)
+    with ExitStack() as held:
+        pod_fd = open_netns(env.netns)
+        held.callback(os.close, pod_fd)
+        held.enter_context(net.attachment_lock(env.container_id, env.ifname))
+        with net.lock():
+            reserved = frozenset(net.store.get_by_id(env.container_id, env.ifname))
+        with Netlink.open() as host, open_pod_netlink(pod_fd, env.netns) as pod:
+            seen = bridge.observe(host, pod, exp)
+        masq_present: frozenset[int] = frozenset()
+        if exp.ip_masq:
+            from cni import masq
 
-                for version in {ip.address.version for ip in prev.ips}:
-                    if not masq.present(conf.name, env.container_id, version):
-                        raise CheckFailed(
-                            f"masquerade rule for {env.container_id} (IPv{version}) not found"
-                        )
-    finally:
-        os.close(pod_fd)
+            masq_present = frozenset(
+                v for v in (4, 6) if masq.present(conf.name, env.container_id, v)
+            )
+    found = check.drifts(exp, seen._replace(reserved=reserved, masq=masq_present))
+    if found:
+        first, rest = found[0], found[1:]
+        details = "; ".join(filter(None, [first.details] + [d.what for d in rest]))
+        raise CheckFailed(first.what, details)
     return None
 
 
@@ -340,17 +431,15 @@ def cmd_status(req: Request) -> None:
         raise NotAvailable(f"cannot add pods: {e.msg}", e.details) from None
     if not conf.ipam.range_sets:
         raise NotAvailable("cannot add pods: no IP ranges configured")
-    store = DiskStore(conf.ipam.data_dir, conf.name)
-    if not store.exists():
+    net = Network.of(conf)
+    if not net.store.exists():
         return None
-    taken = [r.ip for r in store.reservations()]
     for rs in conf.ipam.range_sets:
-        used = sum(1 for ip in taken if rs.contains(ip) is not None)
-        if used >= rs.capacity:
+        held, stale, _ = holdings(net, rs)
+        if held - stale >= rs.capacity:  # ADD reclaims the stale ones: they count as free
             raise NotAvailable(
                 f"cannot add pods: no IP addresses available in range set {rs.describe()}",
-                f"{used} of {rs.capacity} addresses reserved in {conf.ipam.data_dir}/{conf.name}; "
-                "delete pods or run GC",
+                exhaustion_details(net, rs),
             )
     return None
 
@@ -360,31 +449,64 @@ def cmd_gc(req: Request) -> None:
     conf = load_conf(req, need_subnet=False)
     if conf.valid_attachments is None:
         return None
-    valid = set(conf.valid_attachments)
-    store = DiskStore(conf.ipam.data_dir, conf.name)
-    if not store.exists():
+    net = Network.of(conf)
+    if not net.store.exists():
         return None
-    with FileLock(store.lock_path, conf.lock_timeout), Netlink.open() as host:
-        reservations = store.reservations()
-        owners = {(r.container_id, r.ifname) for r in reservations if r.ifname}
-        owners |= {(str(a["containerID"]), str(a["ifname"])) for a in store.attachments()}
-        valid_ids = {cid for cid, _ in valid}
-        errors: list[str] = []
-        for r in reservations:  # host-local's legacy id-only records match any ifname
-            if not r.ifname and r.container_id not in valid_ids:
-                store.release(r.ip)
-        for cid, ifname in sorted(owners - valid):
+    errors: list[str] = []
+    with ExitStack() as claimed:
+        # under the network lock: decide, and win the lock of each attachment to collect
+        # (trying only: a busy one is in the middle of a command and is left for next time)
+        with net.lock():
+            records = net.records.all()
+            reservations = net.store.reservations()
+            gc = plan_gc(set(conf.valid_attachments), reservations, records)
+            for ip in gc.release_legacy:
+                net.store.release(ip)
+            todo: list[tuple[FileLock, Teardown]] = []
+            for cid, ifname in gc.teardown:
+                lock = net.attachment_lock(cid, ifname)
+                if not lock.try_acquire():
+                    req.log.info(f"GC skipped {cid}/{ifname}: a command on it is running")
+                    continue
+                claimed.callback(lock.release)
+                t = plan_teardown_of(net, cid, ifname, "")
+                if t is not None:
+                    todo.append((lock, t))
+            _remove_orphan_locks(net, records, reservations)
+        req.checkpoint("gc-claimed")
+        # the kernel, outside the network lock; no netns: a recorded attachment goes by its
+        # host veth, and for a foreign (host-local) reservation GC has no netns to look in
+        done: list[tuple[FileLock, Teardown]] = []
+        for lock, t in todo:
             try:
-                # no netns: a recorded attachment goes by its host veth, and for a foreign
-                # (host-local) reservation GC has no netns to look in
-                teardown(store, conf, cid, ifname, "", host)
-                req.log.info(f"GC released {cid}/{ifname}")
+                apply_teardown_kernel(net, t)
+                done.append((lock, t))
             except CNIError as e:
-                errors.append(f"{cid}/{ifname}: {e}")
-        _report_problems(store, req)
-        if errors:
-            raise IOFailure("GC could not release every stale attachment", "; ".join(errors))
+                errors.append(f"{t.container_id}/{t.ifname}: {e}")
+        with net.lock():
+            for lock, t in done:
+                apply_teardown_store(net, t)
+                lock.remove()
+                req.log.info(f"GC released {t.container_id}/{t.ifname}")
+        net.report_problems(req)
+    if errors:
+        raise IOFailure("GC could not release every stale attachment", "; ".join(errors))
     return None
+
+
+def _remove_orphan_locks(
+    net: Network, records: list[Attachment], reservations: list[Reservation]
+) -> None:
+    """Lock files of attachments that no longer exist (a DEL that died, a failed ADD the
+    runtime never DELs): removed if nobody holds them (network lock held)."""
+    live = {attachment_key(a.container_id, a.ifname) for a in records}
+    live |= {attachment_key(r.container_id, r.ifname) for r in reservations if r.ifname}
+    for key in attachment_lock_keys(net.store.dir):
+        if key in live:
+            continue
+        lock = attachment_lock(net.store.dir, key, 0)
+        if lock.try_acquire():
+            lock.remove()
 
 
 HANDLERS = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc}

@@ -22,9 +22,11 @@ import ipaddress
 import json
 from typing import Any, NamedTuple
 
-from cni.errors import DecodeFailure, InvalidConfig
-from cni.spec import check_version, interface_name_problem, is_valid_id
-from cni.types import DNS, IPNetwork, Result, Route, result_from_dict
+from cni.spec import check_version
+from cni.types import DNS, Result, Route, result_from_dict
+from cnispec.errors import DecodeFailure, InvalidConfig
+from cnispec.ip import IPAddress, IPNetwork
+from cnispec.rules import id_problem, interface_name_problem, mtu_problem
 from ipam.ranges import Range, RangeSet
 from ipam.subnetfile import SubnetFile
 
@@ -44,7 +46,6 @@ class IPAMConf(NamedTuple):
 class NetConf(NamedTuple):
     cni_version: str
     name: str
-    type: str
     bridge: str
     is_gateway: bool
     is_default_gateway: bool
@@ -55,11 +56,8 @@ class NetConf(NamedTuple):
     promisc_mode: bool
     ipam: IPAMConf
     dns: DNS
-    subnet_file: str | None  # set for the flannel shape
     prev_result: Result | None
     valid_attachments: tuple[tuple[str, str], ...] | None
-    log_file: str | None
-    log_level: str
     lock_timeout: float
 
 
@@ -76,6 +74,14 @@ def decode(raw: bytes) -> dict[str, Any]:
 
 def is_flannel_shape(obj: dict[str, Any]) -> bool:
     return "subnetFile" in obj or "delegate" in obj
+
+
+def shape_reason(obj: dict[str, Any]) -> str:
+    """Which shape ``parse_netconf`` reads ``obj`` as, and why (for the log)."""
+    if is_flannel_shape(obj):
+        keys = " and ".join(k for k in ("subnetFile", "delegate") if k in obj)
+        return f"flannel shape (the config has {keys}): bridge options from the subnet file"
+    return "bridge shape (the config has neither subnetFile nor delegate): host-local ipam ranges"
 
 
 def subnet_file_path(obj: dict[str, Any]) -> str | None:
@@ -105,7 +111,7 @@ def _get(obj: dict[str, Any], key: str, kind: type, default: Any, where: str = "
     return v
 
 
-def _ip(value: Any, field: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _ip(value: Any, field: str) -> IPAddress:
     try:
         return ipaddress.ip_address(value)
     except ValueError:
@@ -271,12 +277,9 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
     when it could not be read (DEL/GC still work then; ADD refuses earlier)."""
     version = check_version(obj.get("cniVersion"))
     name = _get(obj, "name", str, "")
-    if not is_valid_id(name):
-        raise InvalidConfig(
-            "invalid network configuration: name",
-            f"{name!r} must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$",
-        )
-    ptype = _get(obj, "type", str, "weft")
+    problem = id_problem(name)
+    if problem:
+        raise InvalidConfig("invalid network configuration: name", problem)
     ipam_obj = _get(obj, "ipam", dict, {})
     flannel = is_flannel_shape(obj)
     if flannel:
@@ -308,14 +311,14 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
             "cannot set hairpin mode and promiscuous mode at the same time",
         )
     mtu = _get(opts, "mtu", int, None, where)
-    if mtu is not None and not 68 <= mtu <= 65535:
-        raise InvalidConfig(
-            f"invalid network configuration: {where}mtu", f"{mtu} is not in 68..65535"
-        )
-    if mtu == 0:
-        mtu = None
+    problem = mtu_problem(mtu) if mtu is not None else None
+    if problem:
+        raise InvalidConfig(f"invalid network configuration: {where}mtu", problem)
     ipam = _ipam(ipam_obj, ranges, routes)
     prev = obj.get("prevResult")
+    # The dispatcher has set the log up from these already (it logs before any config is
+    # parsed); a wrong one is still a config error.
+    _get(obj, "logFile", str, None)
     log_level = _get(obj, "logLevel", str, "info")
     if log_level not in LOG_LEVELS:
         raise InvalidConfig(
@@ -327,7 +330,6 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
     return NetConf(
         cni_version=version,
         name=name,
-        type=ptype,
         bridge=bridge,
         # isDefaultGateway implies isGateway, as in the reference bridge plugin
         is_gateway=_get(opts, "isGateway", bool, False, where) or is_default_gw,
@@ -339,10 +341,140 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
         promisc_mode=promisc,
         ipam=ipam,
         dns=_dns(opts.get("dns") if flannel else obj.get("dns")),
-        subnet_file=subnet_file_path(obj) if flannel else None,
         prev_result=result_from_dict(prev) if prev is not None else None,
         valid_attachments=_valid_attachments(obj),
-        log_file=_get(obj, "logFile", str, None),
-        log_level=log_level,
         lock_timeout=lock_timeout,
     )
+
+
+# ---- config mistakes: warnings, never errors -----------------------------------------------
+# Keys any plugin of a chain may receive from the runtime or libcni, and k3s's own.
+_RUNTIME_KEYS = frozenset(
+    {"cniVersion", "name", "type", "args", "runtimeConfig", "capabilities", "prevResult"}
+)
+_WEFT_KEYS = frozenset({"logFile", "logLevel", "lockTimeout", "ipam", "dns"})
+_BRIDGE_KEYS = frozenset(
+    {
+        "bridge",
+        "isGateway",
+        "isDefaultGateway",
+        "forceAddress",
+        "ipMasq",
+        "mtu",
+        "hairpinMode",
+        "promiscMode",
+    }
+)
+# the reference bridge's options weft does not implement: accepted, ignored, said so
+_BRIDGE_UNSUPPORTED = frozenset(
+    {
+        "vlan",
+        "vlanTrunk",
+        "preserveDefaultVlan",
+        "macspoofchk",
+        "enabledad",
+        "disableContainerInterface",
+        "portIsolation",
+        "ipMasqBackend",
+    }
+)
+_FLANNEL_KEYS = frozenset({"subnetFile", "dataDir", "delegate"})
+_DELEGATE_KEYS = _BRIDGE_KEYS | {"type", "name", "cniVersion", "dns"}
+_IPAM_KEYS = frozenset(
+    {"type", "dataDir", "ranges", "subnet", "rangeStart", "rangeEnd", "gateway", "routes"}
+)
+_IPAM_FLANNEL_KEYS = frozenset({"type", "dataDir", "routes"})
+_RANGE_KEYS = frozenset({"subnet", "rangeStart", "rangeEnd", "gateway"})
+_DNS_KEYS = frozenset({"nameservers", "domain", "search", "options"})
+_MAX_TYPO_DISTANCE = 2
+
+
+def edit_distance(a: str, b: str, limit: int = _MAX_TYPO_DISTANCE) -> int:
+    """Levenshtein distance, case-insensitive, capped at ``limit + 1`` (cheap: no difflib)."""
+    a, b = a.lower(), b.lower()
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        if min(cur) > limit:
+            return limit + 1
+        prev = cur
+    return min(prev[-1], limit + 1)
+
+
+def probable_key(key: str, known: frozenset[str] | set[str]) -> str | None:
+    """The known key ``key`` was probably meant to be, or None."""
+    best: tuple[int, str] | None = None
+    for k in known:
+        d = edit_distance(key, k)
+        if d <= _MAX_TYPO_DISTANCE and (best is None or (d, k) < best):
+            best = (d, k)
+    return best[1] if best else None
+
+
+def _unknown(section: dict[str, Any], known: frozenset[str], where: str) -> list[str]:
+    out = []
+    for key in sorted(section):
+        if key in known or key.startswith("cni.dev/"):
+            continue
+        guess = probable_key(key, known)
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        out.append(f"config: unknown key '{where}{key}' ignored{hint}")
+    return out
+
+
+def config_warnings(obj: dict[str, Any]) -> list[str]:
+    """Unknown keys in weft's own sections (top level, delegate, ipam, ipam.ranges, dns),
+    each with the key probably meant; keys the runtime, libcni or k3s add never warn."""
+    flannel = is_flannel_shape(obj)
+    out: list[str] = []
+    top_known = _RUNTIME_KEYS | _WEFT_KEYS | _FLANNEL_KEYS | _BRIDGE_KEYS | _BRIDGE_UNSUPPORTED
+    out += _unknown(obj, frozenset(top_known), "")
+    if flannel:
+        for key in sorted(_BRIDGE_KEYS & obj.keys()):
+            out.append(
+                f"config: {key!r} at the top level is ignored in the flannel shape; "
+                "put it under 'delegate'"
+            )
+    else:
+        out += [
+            f"config: {k!r} is a flannel-shape key, ignored in the bridge shape"
+            for k in sorted({"dataDir"} & obj.keys())
+        ]
+    for key in sorted(_BRIDGE_UNSUPPORTED & obj.keys()):
+        out.append(f"config: {key!r} (a reference bridge option) is not supported by weft, ignored")
+    delegate = obj.get("delegate")
+    if isinstance(delegate, dict):
+        out += _unknown(
+            delegate, frozenset(_DELEGATE_KEYS | _BRIDGE_UNSUPPORTED | {"ipam"}), "delegate."
+        )
+        if "ipam" in delegate:
+            out.append(
+                "config: 'delegate.ipam' is ignored: the ranges come from the subnet "
+                "file; set dataDir and routes in the top-level 'ipam'"
+            )
+    ipam = obj.get("ipam")
+    if isinstance(ipam, dict):
+        out += _unknown(ipam, _IPAM_KEYS, "ipam.")
+        if flannel:
+            for key in sorted((_IPAM_KEYS - _IPAM_FLANNEL_KEYS) & ipam.keys()):
+                out.append(
+                    f"config: 'ipam.{key}' is ignored in the flannel shape: the ranges "
+                    "come from the subnet file"
+                )
+        ranges = ipam.get("ranges")
+        if isinstance(ranges, list):
+            for i, rs in enumerate(ranges):
+                for j, r in enumerate(rs if isinstance(rs, list) else []):
+                    if isinstance(r, dict):
+                        out += _unknown(r, _RANGE_KEYS, f"ipam.ranges[{i}][{j}].")
+    for where, dns in (
+        ("dns.", obj.get("dns")),
+        ("delegate.dns.", (delegate or {}).get("dns") if isinstance(delegate, dict) else None),
+    ):
+        if isinstance(dns, dict):
+            out += _unknown(dns, _DNS_KEYS, where)
+    return out

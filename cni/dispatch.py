@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, NamedTuple, TextIO
 
 from cni import spec
-from cni.errors import CNIError, IncompatibleVersion
-from cni.log import Log
+from cni.log import Log, pod_context
+from cnispec.errors import CNIError, DecodeFailure, IncompatibleVersion, os_errors
 
 ABOUT = "weft: CNI plugin (veth + bridge + host-local IPAM from the flannel subnet file)"
 PLUGIN_VERSION = "0.1.0"
@@ -67,25 +67,35 @@ class Dispatcher:
         obj: dict[str, Any] | None = None
         try:
             command = self._getenv("CNI_COMMAND") or ""
+            self.log.set_context(
+                command,
+                self._getenv("CNI_CONTAINERID") or "",
+                *pod_context(self._getenv("CNI_ARGS") or ""),
+            )
             if command == "VERSION":
                 spec.read_env(self._getenv)
                 return self._version()
-            raw = self._stdin.read()
-            obj = _lenient(raw)  # so that even an env error answers in the config's version
-            env = spec.read_env(self._getenv)
             from cni.config import decode  # not needed for VERSION
 
-            obj = decode(raw)
-            version = spec.check_version(obj.get("cniVersion"))
+            try:
+                with os_errors("reading the network configuration from stdin"):
+                    raw = self._stdin.read()
+                conf = decode(raw)
+            except DecodeFailure:
+                spec.read_env(self._getenv)  # an env error is reported first, as skel does
+                raise
+            obj = conf  # from here on, errors answer in the config's version
+            env = spec.read_env(self._getenv)
+            version = spec.check_version(conf.get("cniVersion"))
             minimum = spec.MIN_VERSION.get(env.command)
             if minimum and spec.version_tuple(version) < spec.version_tuple(minimum):
                 raise IncompatibleVersion(
                     f"config version does not allow {env.command}",
                     f"cniVersion {version} < {minimum}",
                 )
-            self.log.configure(_str_or_none(obj.get("logFile")), _level(obj.get("logLevel")))
-            self.log.debug(f"{env.command} container={env.container_id} ifname={env.ifname}")
-            req = Request(env, obj, self.log, self._checkpoint)
+            self.log.configure(_str_or_none(conf.get("logFile")), _level(conf.get("logLevel")))
+            self.log.debug(f"ifname={env.ifname} netns={env.netns}")
+            req = Request(env, conf, self.log, self._checkpoint)
             out = self._handler(env.command)(req)
             if out is not None:
                 self._print(out)
@@ -118,16 +128,11 @@ class Dispatcher:
 
     def _fail(self, err: CNIError, obj: dict[str, Any] | None) -> int:
         self.log.error(f"code {err.code}: {err}")
+        if not self.log.configured and obj is not None:
+            # failed before the config was read: its logFile still gets the lines so far
+            self.log.configure(_str_or_none(obj.get("logFile")), _level(obj.get("logLevel")))
         self._print(err.to_dict(_config_version(obj)))
         return 1
-
-
-def _lenient(raw: bytes) -> dict[str, Any] | None:
-    try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _str_or_none(v: object) -> str | None:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from cni.errors import MasqFailure
 from cni.plan import masq_chain, masq_comment
-from cni.types import IPInterface
+from cnispec.errors import MasqFailure, os_error
+from cnispec.ip import IPInterface
 
 MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 
@@ -53,7 +53,9 @@ def _run(argv: list[str], stdin: str = "") -> str:
         )
     except FileNotFoundError as e:
         raise ToolMissing(f"cannot run {argv[0]}", str(e)) from None
-    except (OSError, subprocess.TimeoutExpired) as e:
+    except OSError as e:
+        raise os_error(e, f"running {argv[0]}") from None
+    except subprocess.TimeoutExpired as e:
         raise MasqFailure(f"cannot run {argv[0]}", str(e)) from None
     if proc.returncode != 0:
         raise MasqFailure(f"{' '.join(argv)} failed (exit {proc.returncode})", proc.stderr.strip())
@@ -88,7 +90,7 @@ def setup(network: str, container_id: str, address: IPInterface) -> None:
     _run([restore, "--noflush", "-w", "5"], rules)
 
 
-def teardown(network: str, container_id: str, versions: set[int]) -> None:
+def teardown(network: str, container_id: str, versions: Iterable[int]) -> None:
     """Remove the container's chain and jump if present; nothing there is success."""
     chain = masq_chain(network, container_id)
     for version in sorted(versions):

@@ -10,7 +10,7 @@ A socket belongs to the network namespace it was created in, so one ``Netlink`` 
 namespace serves a whole command: the host-side one is opened in place, the pod-side one by
 entering the pod netns just long enough to create the socket (``cni.netns``).
 
-Every kernel error is mapped here, by errno, to our exceptions (``LinkNotFound``, ``Exists``,
+Every kernel error is mapped here, by errno, to our exceptions (``NotFound``, ``Exists``,
 ``NetlinkFailure``); callers never see pyroute2's exceptions or compare message strings.
 """
 
@@ -25,11 +25,8 @@ import struct
 import sys
 from typing import Any, NamedTuple
 
-from cni.errors import NetlinkFailure
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+from cnispec.errors import TRY_AGAIN_ERRNOS, CNIError, NetlinkFailure, TryAgainLater, os_errors
+from cnispec.ip import IPAddress, IPInterface, IPNetwork
 
 
 def _load_pyroute2() -> Any:
@@ -176,8 +173,8 @@ SOL_NETLINK = 270
 NETLINK_GET_STRICT_CHK = 12
 
 
-class LinkNotFound(NetlinkFailure):
-    """The link (or address/route) does not exist (ENODEV/ENOENT/ESRCH/EADDRNOTAVAIL)."""
+class NotFound(NetlinkFailure):
+    """The link, address or route does not exist (ENODEV/ENOENT/ESRCH/EADDRNOTAVAIL)."""
 
 
 class Exists(NetlinkFailure):
@@ -187,14 +184,16 @@ class Exists(NetlinkFailure):
 _NOT_FOUND = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}
 
 
-def map_errno(err: int, what: str) -> NetlinkFailure:
-    """The one place where kernel errnos become our exceptions."""
+def map_errno(err: int, what: str) -> CNIError:
+    """The one place where the errnos of netlink replies become our exceptions."""
     name = errno.errorcode.get(err, str(err))
     detail = f"{os.strerror(err)} ({name})"
+    if err in TRY_AGAIN_ERRNOS:
+        return TryAgainLater(f"{what}: try again", detail)
     if err == errno.EEXIST:
         return Exists(f"{what}: already exists", detail)
     if err in _NOT_FOUND:
-        return LinkNotFound(f"{what}: not found", detail)
+        return NotFound(f"{what}: not found", detail)
     return NetlinkFailure(f"{what} failed", detail)
 
 
@@ -215,7 +214,9 @@ class Addr(NamedTuple):
     address: IPInterface
 
 
-class Route(NamedTuple):
+class KernelRoute(NamedTuple):
+    """A route as the kernel reports it (``cni.types.Route`` is a CNI result's)."""
+
     dst: IPNetwork
     gateway: IPAddress | None
     oif: int | None
@@ -236,11 +237,16 @@ class Netlink:
     @classmethod
     def open(cls) -> Netlink:
         """A socket in the caller's current network namespace."""
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        with contextlib.suppress(OSError):  # kernels < 4.20: dumps are unfiltered, see addrs()
-            sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
-        sock.bind((0, 0))
+        with os_errors("opening a netlink socket"):
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+                with contextlib.suppress(OSError):  # kernels < 4.20: dumps are unfiltered
+                    sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+                sock.bind((0, 0))
+            except OSError:
+                sock.close()
+                raise
         return cls(sock)
 
     def close(self) -> None:
@@ -260,10 +266,12 @@ class Netlink:
         msg["header"]["flags"] = NLM_F_REQUEST | flags
         msg["header"]["sequence_number"] = seq
         msg.encode()
-        self._sock.send(msg.data)
+        with os_errors(what):
+            self._sock.send(msg.data)
         replies: list[bytes] = []
         while True:
-            buf = self._sock.recv(1 << 18)
+            with os_errors(what):
+                buf = self._sock.recv(1 << 18)
             off = 0
             while off + _HDR.size <= len(buf):
                 length, mtype, mflags, mseq, _pid = _HDR.unpack_from(buf, off)
@@ -317,7 +325,7 @@ class Netlink:
         msg["attrs"] = [("IFLA_IFNAME", name)]
         try:
             raw = self._request(msg, RTM_GETLINK, 0, f"get link {name}")
-        except LinkNotFound:
+        except NotFound:
             return None
         return self._link_from(raw[0]) if raw else None
 
@@ -465,10 +473,10 @@ class Netlink:
         )
 
     # ---- routes ----------------------------------------------------------------------
-    def routes(self, version: int, table: int = RT_TABLE_MAIN) -> list[Route]:
+    def routes(self, version: int, table: int = RT_TABLE_MAIN) -> list[KernelRoute]:
         msg = _rtmsg()
         msg["family"] = _family(version)
-        out: list[Route] = []
+        out: list[KernelRoute] = []
         for raw in self._request(msg, RTM_GETROUTE, NLM_F_DUMP, "dump routes"):
             m = _rtmsg(raw)
             m.decode()
@@ -480,7 +488,7 @@ class Netlink:
             net = ipaddress.ip_network(f"{dst or zero}/{m['dst_len']}", strict=False)
             gw = m.get_attr("RTA_GATEWAY")
             out.append(
-                Route(
+                KernelRoute(
                     net, ipaddress.ip_address(gw) if gw else None, m.get_attr("RTA_OIF"), rt_table
                 )
             )

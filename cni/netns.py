@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from cni.errors import CNIError, InvalidEnv
+from cnispec.errors import CNIError, InvalidEnv, os_error, os_errors
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -35,7 +35,7 @@ def open_netns(path: str) -> int:
     except FileNotFoundError as e:
         raise NetnsGone("network namespace not found", f"{path}: {e.strerror}") from None
     except OSError as e:
-        raise InvalidEnv("cannot open network namespace", f"{path}: {e.strerror}") from None
+        raise os_error(e, "opening network namespace", path, NetnsGone, InvalidEnv) from None
 
 
 def setns(fd: int, what: str) -> None:
@@ -43,13 +43,16 @@ def setns(fd: int, what: str) -> None:
         err = ctypes.get_errno()
         if err == errno.EINVAL:
             raise InvalidEnv("not a network namespace", what)
-        raise CNIError("setns failed", f"{what}: {os.strerror(err)}")
+        raise os_error(
+            OSError(err, os.strerror(err)), "entering network namespace", what, NetnsGone
+        )
 
 
 @contextmanager
 def entered(fd: int, what: str) -> Iterator[None]:
     """Run the body inside the netns ``fd``, then return to the current one."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    with os_errors("opening the current network namespace"):
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         setns(fd, what)
         try:

@@ -1,13 +1,33 @@
-"""Config + allocations → the plan of what ADD puts in the kernel. Pure."""
+"""The decisions of every command, without I/O: what ADD puts in the kernel, what DEL, GC
+and reclaim take down, which attachments are stale, which ones GC collects. Pure: values
+in (config, records, reservations, what the caller observed), plans out; the command
+handlers (``cni.commands``) load, call these, and apply the result.
+
+Public API (also what operator tooling builds on):
+
+* ``plan_add(conf, container_id, ifname, allocations) -> AddPlan`` and ``build_result``;
+* ``attachment_record(plan, container_id, netns, boot_id, pod) -> Attachment``;
+* ``plan_teardown(conf, container_id, ifname, netns, record, reserved, store_used)
+  -> Teardown | None``: what removing one attachment takes, None for nothing;
+* ``is_stale(record, netns_exists) -> bool``: may this attachment be
+  reclaimed (its pod cannot exist any more)? The caller tears it down;
+* ``plan_gc(valid, reservations, records) -> GCPlan``: what a CNI GC collects.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import NamedTuple
 
 from cni.config import NetConf
-from cni.digest import sha256_hex
-from cni.types import DNS, Interface, IPAddress, IPConfig, IPInterface, Result, Route
+from cni.spec import PodRef
+from cni.types import DNS, Interface, IPConfig, Result, Route
+from cnispec.digest import sha256_hex
+from cnispec.ip import IPAddress, IPInterface
+from ipam.allocator import Allocation
+from ipam.attachments import Attachment
+from ipam.store import Reservation
 
 DEFAULT_V4 = ipaddress.ip_network("0.0.0.0/0")
 DEFAULT_V6 = ipaddress.ip_network("::/0")
@@ -28,17 +48,12 @@ def masq_comment(network: str, container_id: str) -> str:
     return f"name: {network} id: {container_id}"
 
 
-class Allocated(NamedTuple):
-    address: IPInterface
-    gateway: IPAddress
-
-
 class AddPlan(NamedTuple):
     bridge: str
     mtu: int | None
     host_veth: str
     ifname: str
-    addresses: tuple[Allocated, ...]
+    addresses: tuple[Allocation, ...]
     bridge_addresses: tuple[IPInterface, ...]  # gateway/prefix on the bridge (isGateway)
     routes: tuple[Route, ...]  # as installed in the pod (and reported): every gw filled in
     hairpin: bool
@@ -46,8 +61,13 @@ class AddPlan(NamedTuple):
     force_address: bool
     ip_masq: bool
 
+    @property
+    def versions(self) -> frozenset[int]:
+        """The address families the pod gets."""
+        return frozenset(a.address.version for a in self.addresses)
 
-def plan_add(conf: NetConf, container_id: str, ifname: str, allocs: list[Allocated]) -> AddPlan:
+
+def plan_add(conf: NetConf, container_id: str, ifname: str, allocs: list[Allocation]) -> AddPlan:
     gateways = {a.address.version: a.gateway for a in allocs}
     routes: list[Route] = []
     for r in conf.ipam.routes:
@@ -96,3 +116,103 @@ def build_result(
     )
     ips = tuple(IPConfig(a.address, a.gateway, 2) for a in plan.addresses)
     return Result(interfaces, ips, plan.routes, dns)
+
+
+def attachment_record(
+    plan: AddPlan, container_id: str, netns: str, boot_id: str, pod: PodRef
+) -> Attachment:
+    """What DEL, GC and reboot recovery will need to undo this ADD."""
+    return Attachment(
+        container_id=container_id,
+        ifname=plan.ifname,
+        host_veth=plan.host_veth,
+        netns=netns,
+        boot_id=boot_id,
+        ip_masq=plan.ip_masq,
+        bridge=plan.bridge,
+        ips=tuple(a.address for a in plan.addresses),
+        pod_namespace=pod.namespace,
+        pod_name=pod.name,
+    )
+
+
+# ---- teardown: DEL, GC and reclaim -------------------------------------------------------
+class Teardown(NamedTuple):
+    """What removing one attachment takes, in this order: the host veth (which takes its
+    pod end with it), the pod interface where only the netns can tell, the masquerade
+    rules, then the store's reservations and record."""
+
+    container_id: str
+    ifname: str
+    host_veth: str  # always the deterministic name: a record is data, never trusted to name it
+    pod_netns: str  # also delete ``ifname`` in this netns ("" when the host veth is enough)
+    masq_versions: frozenset[int]
+    masq_guessed: bool  # versions guessed, not recorded: no iptables at all means no rule
+    release: bool  # the store holds something of it
+
+
+def plan_teardown(
+    conf: NetConf,
+    container_id: str,
+    ifname: str,
+    netns: str,
+    record: Attachment | None,
+    reserved: list[IPAddress],
+    store_used: bool,
+) -> Teardown | None:
+    """Plan the removal of (container_id, ifname) from its record and reservations.
+
+    * recorded or reserved: the host veth by name; the pod end also inside ``netns`` when
+      there is no record (host-local made the reservation: the veth may not be ours); the
+      masquerade rules of every family it used, if the record (else the config) says so;
+    * neither, in a store that was never used (wiped, or a fresh data dir): whatever the
+      deterministic names can still find, rules of both families included;
+    * neither, in a used store: nothing to do (None) — a DEL repeated or for nothing.
+    """
+    host_veth = host_veth_name(container_id, ifname)
+    if record is None and not reserved:
+        if store_used:
+            return None
+        return Teardown(container_id, ifname, host_veth, netns, frozenset({4, 6}), True, False)
+    versions = {ip.version for ip in reserved} | (record.versions if record else set())
+    masq = record.ip_masq if record is not None else conf.ip_masq
+    return Teardown(
+        container_id,
+        ifname,
+        host_veth,
+        netns if record is None else "",
+        frozenset(versions if masq else ()),
+        False,
+        True,
+    )
+
+
+def is_stale(record: Attachment | None, netns_exists: Callable[[str], bool]) -> bool:
+    """An attachment whose recorded netns is gone, in this boot or an earlier one: its pod
+    cannot exist, so ADD may reclaim its address and ``weft gc`` releases it.
+
+    Without a record (host-local's reservation, or one whose record is corrupt) there is
+    nothing to judge by: not stale. A netns path that still exists keeps it, whatever
+    boot it was recorded in (a runtime may keep one across a reboot)."""
+    if record is None:
+        return False
+    return not (record.netns and netns_exists(record.netns))
+
+
+class GCPlan(NamedTuple):
+    """What a CNI GC collects: host-local's legacy id-only reservations (no ifname to
+    tear down by) of containers not valid any more, released directly; and every
+    attachment not in the runtime's valid list, torn down."""
+
+    release_legacy: tuple[IPAddress, ...]
+    teardown: tuple[tuple[str, str], ...]  # (container id, ifname), sorted
+
+
+def plan_gc(
+    valid: set[tuple[str, str]], reservations: list[Reservation], records: list[Attachment]
+) -> GCPlan:
+    owners = {(r.container_id, r.ifname) for r in reservations if r.ifname}
+    owners |= {(a.container_id, a.ifname) for a in records}
+    valid_ids = {cid for cid, _ in valid}
+    legacy = tuple(r.ip for r in reservations if not r.ifname and r.container_id not in valid_ids)
+    return GCPlan(legacy, tuple(sorted(owners - valid)))

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from cni.errors import IncompatibleVersion, InvalidEnv
+from cnispec.errors import IncompatibleVersion, InvalidEnv
+from cnispec.rules import id_problem, interface_name_problem
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT_VERSION = "1.1.0"
@@ -16,10 +17,6 @@ COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 
 # (command, minimum config version) as libcni/skel enforce them.
 MIN_VERSION = {"CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"}
-
-_ID_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-_ID_REST = _ID_FIRST | frozenset("_.-")
-MAX_ID_LEN = 255  # it names files in the store: one path component (NAME_MAX)
 
 
 def version_tuple(v: str) -> tuple[int, int, int]:
@@ -40,30 +37,6 @@ def check_version(v: object) -> str:
     return v
 
 
-def is_valid_id(s: str) -> bool:
-    """``^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$`` (libcni's ValidateContainerID / network name)."""
-    return (
-        0 < len(s) <= MAX_ID_LEN
-        and s[0] in _ID_FIRST
-        and all(c in _ID_REST for c in s)
-        and s not in (".", "..")
-    )
-
-
-def interface_name_problem(name: str) -> str | None:
-    """libcni's ValidateInterfaceName; None when ``name`` is fine."""
-    if not name:
-        return "interface name is empty"
-    if len(name) > 15:
-        return f"interface name is too long ({len(name)} > 15)"
-    if name in (".", ".."):
-        return "interface name is . or .."
-    for c in name:
-        if c in "/:\0" or c.isspace():
-            return f"interface name contains an invalid character {c!r}"
-    return None
-
-
 def parse_cni_args(raw: str) -> dict[str, str]:
     """``IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;...`` → dict (invalid pair → code 4)."""
     out: dict[str, str] = {}
@@ -77,6 +50,33 @@ def parse_cni_args(raw: str) -> dict[str, str]:
             raise InvalidEnv("invalid CNI_ARGS", f"pair {pair!r} is not KEY=VALUE")
         out[key] = value
     return out
+
+
+def _k8s_name(value: str) -> str:
+    """A Kubernetes object name (DNS-1123 subdomain: lower-case alphanumerics, '-', '.',
+    at most 253) or "" for anything else."""
+    ok = 0 < len(value) <= 253 and all(c in _K8S_NAME_CHARS for c in value)
+    return value if ok else ""
+
+
+_K8S_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+class PodRef(NamedTuple):
+    """The Kubernetes pod a runtime names in CNI_ARGS; "" when it names none."""
+
+    namespace: str = ""
+    name: str = ""
+
+
+def pod_ref(args: dict[str, str]) -> PodRef:
+    """``K8S_POD_NAMESPACE`` / ``K8S_POD_NAME`` (containerd, cri-o) from parsed CNI_ARGS.
+
+    Only labels for operators, so a value that is not a Kubernetes name is dropped rather
+    than refused: it must not make an ADD fail, nor end up unescaped in a record."""
+    return PodRef(
+        _k8s_name(args.get("K8S_POD_NAMESPACE", "")), _k8s_name(args.get("K8S_POD_NAME", ""))
+    )
 
 
 class Env(NamedTuple):
@@ -106,11 +106,9 @@ def read_env(getenv: Callable[[str], str | None]) -> Env:
         missing = [k for k, v in required.items() if not v]
         if missing:
             raise InvalidEnv(f"required env variables [{', '.join(missing)}] missing")
-        if not is_valid_id(cid):
-            raise InvalidEnv(
-                "invalid characters in containerID",
-                f"{cid[:80]!r} must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$",
-            )
+        problem = id_problem(cid)
+        if problem:
+            raise InvalidEnv("invalid characters in containerID", problem)
         problem = interface_name_problem(ifname)
         if problem:
             raise InvalidEnv("invalid CNI_IFNAME", f"{ifname!r}: {problem}")

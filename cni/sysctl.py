@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import os
 
+from cnispec.errors import os_errors
+
+ROOT = "/proc/sys/"
+
 
 def read(key: str) -> str:
-    with open("/proc/sys/" + key, encoding="ascii") as f:
+    with os_errors("reading sysctl", ROOT + key), open(ROOT + key, encoding="ascii") as f:
         return f.read().strip()
 
 
 def write(key: str, value: str) -> None:
-    fd = os.open("/proc/sys/" + key, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
+    """E.g. a read-only /proc/sys is code 5, a busy one 11 (``cnispec.errors.os_error``)."""
+    with os_errors("writing sysctl", ROOT + key):
+        fd = os.open(ROOT + key, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
 
 
 def ensure(key: str, value: str) -> None:

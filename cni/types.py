@@ -5,11 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, NamedTuple
 
-from cni.errors import DecodeFailure, InvalidConfig
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+from cnispec.errors import DecodeFailure, InvalidConfig
+from cnispec.ip import IPAddress, IPInterface, IPNetwork
 
 
 class Interface(NamedTuple):

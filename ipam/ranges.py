@@ -21,18 +21,16 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
-from cni.errors import InvalidConfig
+from cnispec.errors import InvalidConfig
+from cnispec.ip import IPAddress, IPNetwork
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 def parse_ip(value: str | IPAddress, what: str = "address") -> IPAddress:
     """Parse an IP address (no zone index); InvalidConfig naming ``what`` when invalid."""
-    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+    if isinstance(value, IPAddress):
         if isinstance(value, ipaddress.IPv6Address) and value.scope_id:
             raise InvalidConfig(f"invalid {what}", f"{value}: zone index not allowed")
         return value
@@ -61,7 +59,7 @@ class Range:
         range_end: str | IPAddress | None = None,
         gateway: str | IPAddress | None = None,
     ) -> None:
-        if isinstance(subnet, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        if isinstance(subnet, IPNetwork):
             net = subnet
         else:
             if not isinstance(subnet, str) or "/" not in subnet:

@@ -11,7 +11,7 @@ Flannel writes shell-style ``KEY=VALUE`` lines::
 
 Accepted syntax: blank lines, ``#`` comment lines, an optional ``export`` prefix, optional
 matching single or double quotes around the value.  Unknown keys are ignored (their value is
-not interpreted).  Everything else that is malformed raises :class:`cni.errors.InvalidConfig`
+not interpreted).  Everything else that is malformed raises :class:`cnispec.errors.InvalidConfig`
 whose text names the file, the line number and the key.  A known key given twice is refused
 (shell would silently take the last one; for a file that decides pod addresses that is more
 likely a bug than intent).
@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from cni.errors import InvalidConfig
+from cnispec.errors import InvalidConfig
+from cnispec.ip import IPInterface, IPNetwork
+from cnispec.rules import mtu_problem
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPv4If = ipaddress.IPv4Interface
 IPv6If = ipaddress.IPv6Interface
 
@@ -40,8 +41,6 @@ _KNOWN = (
     "FLANNEL_MTU",
     "FLANNEL_IPMASQ",
 )
-MTU_MIN = 68
-MTU_MAX = 65535
 
 
 class SubnetFile(
@@ -134,7 +133,7 @@ def _parse_networks(value: str, version: int, path: str, lineno: int, key: str) 
 
 def _parse_interface(
     value: str, version: int, path: str, lineno: int, key: str
-) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+) -> IPInterface:
     if "/" not in value or "," in value or "%" in value:
         raise _bad(path, lineno, key, f"expected address/prefix, got {value!r}")
     try:
@@ -209,10 +208,8 @@ def parse_subnet_file(text: str, path: str = "subnet.env") -> SubnetFile:
     if "FLANNEL_MTU" in values:
         k = "FLANNEL_MTU"
         v = values[k]
-        if not (v.isascii() and v.isdigit()) or not MTU_MIN <= int(v) <= MTU_MAX:
-            raise _bad(
-                path, seen[k], k, f"MTU must be an integer in {MTU_MIN}..{MTU_MAX}, got {v!r}"
-            )
+        if not (v.isascii() and v.isdigit()) or mtu_problem(int(v)):
+            raise _bad(path, seen[k], k, str(mtu_problem(v)))
         mtu = int(v)
 
     ipmasq: bool | None = None
@@ -227,7 +224,7 @@ def parse_subnet_file(text: str, path: str = "subnet.env") -> SubnetFile:
 
 
 def _check_within(
-    iface: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+    iface: IPInterface,
     nets: list[IPNetwork],
     netkey: str,
     path: str,

@@ -317,6 +317,11 @@ class Node:
         c["prevResult"] = prev
         return self.exec("CHECK", c, cid, pod.path, **kw)
 
+    def weft_files(self, network: str = "cbr0") -> list[str]:
+        """Every file under the store's .weft/ (records and lock files), relative paths."""
+        d = self.store_dir(network) / ".weft"
+        return sorted(str(p.relative_to(d)) for p in d.rglob("*") if not p.is_dir())
+
     def veths(self) -> list[str]:
         return [
             n

@@ -113,7 +113,7 @@ def test_del_twice_leaves_nothing(node: Node) -> None:
     ok(node.delete(pod, "c1"))
     assert node.veths() == [] and node.reservations() == {}
     assert "eth0" not in pod.links()
-    assert list((node.store_dir() / ".weft").iterdir()) == []
+    assert node.weft_files() == []
 
 
 def test_del_after_netns_is_gone_frees_the_address(node: Node) -> None:
@@ -133,7 +133,7 @@ def test_add_into_existing_ifname_fails_cleanly(node: Node) -> None:
     e = err(node.add(pod, "c1"), 4)
     assert "eth0" in e["msg"]
     assert node.veths() == [] and node.reservations() == {}
-    assert list((node.store_dir() / ".weft").iterdir()) == []
+    assert node.weft_files() == []
     assert "other0" in pod.links() and "eth0" in pod.links()  # untouched
 
 
@@ -315,3 +315,37 @@ def test_del_never_deletes_what_a_forged_record_names(node: Node) -> None:
     rec_path.write_text(json.dumps(rec))
     ok(node.delete(pod, "c1"))
     assert "cni0" in node.ns.links() and node.veths() == [] and node.reservations() == {}
+
+
+def test_attachment_record_on_disk_names_the_kubernetes_pod(node: Node) -> None:
+    """The record under .weft/ (read here as plain JSON) carries what DEL and GC act on and
+    the pod the runtime named in CNI_ARGS, sent the way containerd sends it."""
+    pod, bare = node.pod(), node.pod()
+    args = (
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns-7b98449c4-x2x9z;"
+        "K8S_POD_INFRA_CONTAINER_ID=k8s1;K8S_POD_UID=0f1e2d3c-aaaa-bbbb-cccc-0123456789ab"
+    )
+    res = ok(node.add(pod, "k8s1", env={"CNI_ARGS": args}))
+    ok(node.add(bare, "bare1"))
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot = f.read().strip()
+    recs = {
+        r["containerID"]: r
+        for r in (json.loads(p.read_text()) for p in (node.store_dir() / ".weft").glob("*.json"))
+    }
+    assert recs["k8s1"] == {
+        "containerID": "k8s1",
+        "ifname": "eth0",
+        "hostVeth": res["interfaces"][1]["name"],
+        "netns": pod.path,
+        "bootID": boot,
+        "ipMasq": False,  # flannel masquerades (FLANNEL_IPMASQ=true), so weft does not
+        "bridge": "cni0",
+        "ips": [res["ips"][0]["address"]],
+        "podNamespace": "kube-system",
+        "podName": "coredns-7b98449c4-x2x9z",
+    }
+    assert "podNamespace" not in recs["bare1"] and "podName" not in recs["bare1"]
+    ok(node.delete(pod, "k8s1", env={"CNI_ARGS": args}))
+    ok(node.delete(bare, "bare1"))
+    assert node.weft_files() == []  # no record, no lock file

@@ -1,4 +1,4 @@
-"""Issue 5, concurrency: many plugin processes against one node never double-book an
+"""Concurrency: many plugin processes against one node never double-book an
 address, never leak a reservation or a veth, and a held lock is a bounded wait (code 11)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 5, crashes: ADD SIGKILLed at every step leaves nothing behind once the runtime
+"""Crashes: ADD SIGKILLed at every step leaves nothing behind once the runtime
 runs DEL (or GC); garbage a crashed writer (or anyone) leaves in the store is never
 trusted as somebody's reservation and never stops other pods."""
 

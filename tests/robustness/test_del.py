@@ -1,4 +1,4 @@
-"""Issue 5, DEL never fails forever: whatever is already gone, DEL succeeds and cleans up
+"""DEL never fails forever: whatever is already gone, DEL succeeds and cleans up
 the rest; it fails only when something it must remove could not be removed."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 5, reboots: reservations of pods from an earlier boot whose netns is gone are
+"""Reboots: reservations of pods from an earlier boot whose netns is gone are
 reclaimed when the range is full; a reservation whose netns still exists is never
 reclaimed, whatever its boot ID; GC releases exactly what the runtime no longer lists."""
 

@@ -1,4 +1,4 @@
-"""Issue 5, the node's subnet or MTU changes under running pods (flannel rewrote
+"""The node's subnet or MTU changes under running pods (flannel rewrote
 subnet.env): new pods follow, old pods still DEL cleanly; STATUS says when ADD can't work."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cni.config import decode, parse_netconf, subnet_file_path
-from cni.errors import DecodeFailure, IncompatibleVersion, InvalidConfig
+from cnispec.errors import DecodeFailure, IncompatibleVersion, InvalidConfig
 from ipam.subnetfile import parse_subnet_file
 
 K3S = """FLANNEL_NETWORK=10.42.0.0/16
@@ -42,7 +42,7 @@ def test_k3s_member_golden() -> None:
     assert (c.name, c.bridge, c.mtu) == ("cbr0", "cni0", 1450)
     assert c.is_gateway and c.is_default_gateway and c.force_address and c.hairpin_mode
     assert c.ip_masq is False  # FLANNEL_IPMASQ=true: flannel masquerades, so the bridge doesn't
-    assert c.subnet_file == "/run/flannel/subnet.env"
+    assert subnet_file_path(K3S_MEMBER) == "/run/flannel/subnet.env"
     assert c.ipam.data_dir == "/var/lib/cni/networks"
     [rs] = c.ipam.range_sets
     assert rs.describe() == "10.42.3.2-10.42.3.254"
@@ -102,7 +102,7 @@ def test_reference_bridge_shape() -> None:
         "capabilities": {"portMappings": True},
     }
     c = parse_netconf(obj, None)
-    assert c.subnet_file is None and c.bridge == "br0" and c.mtu == 9000 and c.ip_masq
+    assert c.bridge == "br0" and c.mtu == 9000 and c.ip_masq
     assert c.ipam.range_sets[0].describe() == "10.1.0.10-10.1.0.20"
     assert c.ipam.routes[0].gw == ipaddress.ip_address("10.1.0.1")
     assert c.dns.nameservers == ("10.43.0.10",)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cni.dispatch import Dispatcher, Request
-from cni.errors import CNIError, RangeExhausted
+from cnispec.errors import CNIError, RangeExhausted
 
 CONF = {"cniVersion": "0.4.0", "name": "cbr0", "type": "weft"}
 ENV = {

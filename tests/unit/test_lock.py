@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cni.errors import IO_FAILURE, TRY_AGAIN_LATER, IOFailure, TryAgainLater
+from cnispec.errors import IO_FAILURE, TRY_AGAIN_LATER, IOFailure, TryAgainLater
 from ipam.lock import FileLock
 
 HOLDER = """
@@ -169,3 +169,56 @@ def test_uncontended_cost_well_under_1ms(lock_path: str) -> None:
             pass
     per = (time.perf_counter() - t) / n
     assert per < 0.0005, f"{per * 1e6:.0f} us per acquire+release"
+
+
+def test_try_acquire_never_waits(lock_path: str) -> None:
+    os.makedirs(os.path.dirname(lock_path))
+    holder = hold_lock(lock_path)
+    try:
+        assert FileLock(lock_path, 60, removable=True).try_acquire() is False
+    finally:
+        holder.communicate("")
+    lk = FileLock(lock_path, 60, removable=True)
+    assert lk.try_acquire() is True and lk.locked
+    with pytest.raises(IOFailure, match="already held"):
+        lk.try_acquire()
+    lk.release()
+
+
+def test_remove_only_while_held(lock_path: str) -> None:
+    lk = FileLock(lock_path, 1, removable=True)
+    with pytest.raises(IOFailure):
+        lk.remove()
+    lk.acquire()
+    lk.remove()
+    assert not lk.locked and not os.path.exists(lock_path)
+    with FileLock(lock_path, 1) as plain, pytest.raises(IOFailure):
+        plain.remove()  # the network lock's file is host-local's: never removed
+
+
+def test_waiter_on_a_removed_lock_file_starts_over(lock_path: str) -> None:
+    """Unlinking a flock()ed file while someone waits on it: the waiter is granted the old,
+    unlinked file; it must notice and lock the file the path names now, or two processes
+    would each hold "the" lock (one the old file, one a new one)."""
+    first = FileLock(lock_path, 10, removable=True)
+    first.acquire()
+    old_ino = os.stat(lock_path).st_ino
+    second = FileLock(lock_path, 10, removable=True)
+    t = threading.Thread(target=second.acquire)
+    t.start()
+    # wait until the second one is blocked in flock() on the old file (/proc/locks "->")
+    for _ in range(500):
+        with open("/proc/locks") as f:
+            if any("->" in ln and f":{old_ino} " in ln for ln in f):
+                break
+        time.sleep(0.01)
+    else:
+        pytest.fail("the waiter never blocked on the lock file")
+    first.remove()
+    t.join(10)
+    assert second.locked
+    fd = second._fd
+    assert fd is not None
+    assert os.fstat(fd).st_ino == os.stat(lock_path).st_ino  # it holds what the path names
+    assert FileLock(lock_path, 0, removable=True).try_acquire() is False  # and excludes
+    second.release()

@@ -6,8 +6,8 @@ import errno
 import ipaddress
 
 from cni.config import parse_netconf
-from cni.netlink import Exists, LinkNotFound, map_errno
-from cni.plan import Allocated, build_result, host_veth_name, masq_chain, plan_add
+from cni.netlink import Exists, NotFound, map_errno
+from cni.plan import Allocation, build_result, host_veth_name, masq_chain, plan_add
 from cni.types import DNS
 from ipam.subnetfile import parse_subnet_file
 
@@ -23,10 +23,10 @@ CONF = {
 }
 
 
-def allocs() -> list[Allocated]:
+def allocs() -> list[Allocation]:
     return [
-        Allocated(ipaddress.ip_interface("10.42.3.7/24"), ipaddress.ip_address("10.42.3.1")),
-        Allocated(
+        Allocation(ipaddress.ip_interface("10.42.3.7/24"), ipaddress.ip_address("10.42.3.1")),
+        Allocation(
             ipaddress.ip_interface("2001:cafe:42:3::7/64"),
             ipaddress.ip_address("2001:cafe:42:3::1"),
         ),
@@ -84,7 +84,7 @@ def test_result_points_ips_at_the_pod_interface() -> None:
 def test_errnos_map_to_our_exceptions() -> None:
     assert isinstance(map_errno(errno.EEXIST, "x"), Exists)
     for e in (errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL):
-        assert isinstance(map_errno(e, "x"), LinkNotFound)
+        assert isinstance(map_errno(e, "x"), NotFound)
     other = map_errno(errno.EPERM, "create veth")
     assert type(other).__name__ == "NetlinkFailure" and other.code == 101
     assert "EPERM" in other.details

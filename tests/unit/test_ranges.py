@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cni.errors import INVALID_CONFIG, InvalidConfig
+from cnispec.errors import INVALID_CONFIG, InvalidConfig
 from ipam.ranges import Range, RangeIter, RangeSet
 
 A = ipaddress.ip_address

@@ -6,15 +6,10 @@ import ipaddress
 
 import pytest
 
-from cni.errors import InvalidConfig, InvalidEnv
-from cni.spec import (
-    SUPPORTED_VERSIONS,
-    interface_name_problem,
-    is_valid_id,
-    parse_cni_args,
-    read_env,
-)
+from cni.spec import SUPPORTED_VERSIONS, parse_cni_args, read_env
 from cni.types import DNS, Interface, IPConfig, Result, Route, result_from_dict
+from cnispec.errors import InvalidConfig, InvalidEnv
+from cnispec.rules import interface_name_problem, is_valid_id
 
 
 def env(**kw: str) -> dict[str, str]:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from cni.errors import INVALID_CONFIG, InvalidConfig, RangeExhausted
-from ipam.allocator import Allocator, Reservation, Store
+from cnispec.errors import INVALID_CONFIG, InvalidConfig, RangeExhausted
+from ipam.allocator import Allocator
+from ipam.disk import DiskStore
 from ipam.ranges import Range, RangeSet
-from ipam.store import DiskStore
+from ipam.store import Reservation, Store
 
 A = ipaddress.ip_address
 NET = "cbr0"
@@ -170,56 +171,13 @@ def test_read_operations_do_not_create_the_directory(tmp_path: Path) -> None:
     s.release(A("10.42.0.2"))
     assert s.reservations() == []
     assert s.last_reserved_ip("0") is None
-    assert s.get_attachment("c", "eth0") is None
-    s.delete_attachment("c", "eth0")
-    assert s.attachments() == []
+    assert not s.was_used()
     assert not (tmp_path / "missing").exists()
     assert s.lock_path == str(tmp_path / "missing" / NET / "lock")
     assert s.reserve("c", "eth0", A("10.42.0.2"), "0")
     assert (tmp_path / "missing" / NET).stat().st_mode & 0o777 == 0o755
-
-
-def test_attachments_round_trip(store: DiskStore, tmp_path: Path) -> None:
-    rec = {"ip": "10.42.0.2/24", "hostVeth": "veth1234", "netns": "/var/run/netns/x"}
-    store.put_attachment("c1", "eth0", rec)
-    store.put_attachment("c2", "eth0", {"ip": "10.42.0.3/24"})
-    got = store.get_attachment("c1", "eth0")
-    assert got == {**rec, "containerID": "c1", "ifname": "eth0"}
-    assert rec == {"ip": "10.42.0.2/24", "hostVeth": "veth1234", "netns": "/var/run/netns/x"}
-    assert store.get_attachment("c1", "net1") is None
-    all_recs = sorted(store.attachments(), key=lambda r: str(r["containerID"]))
-    assert [r["containerID"] for r in all_recs] == ["c1", "c2"]
-    adir = netdir(tmp_path) / ".weft"
-    assert len([n for n in os.listdir(adir) if n.endswith(".json")]) == 2
-    assert not [n for n in os.listdir(adir) if n.startswith(".tmp-")]
-    # overwrite, then delete (idempotent)
-    store.put_attachment("c1", "eth0", {"ip": "10.42.0.9/24"})
-    assert store.get_attachment("c1", "eth0") == {
-        "ip": "10.42.0.9/24",
-        "containerID": "c1",
-        "ifname": "eth0",
-    }
-    store.delete_attachment("c1", "eth0")
-    store.delete_attachment("c1", "eth0")
-    assert store.get_attachment("c1", "eth0") is None
-    # attachments are invisible to host-local style matching
-    assert store.reservations() == [] and store.get_by_id("c2", "eth0") == []
-    assert store.problems == []
-
-
-def test_corrupt_attachment(store: DiskStore, tmp_path: Path) -> None:
-    store.put_attachment("c1", "eth0", {"a": 1})
-    adir = netdir(tmp_path) / ".weft"
-    (path,) = adir.iterdir()
-    path.write_bytes(b"{not json")
-    assert store.get_attachment("c1", "eth0") is None
-    assert store.attachments() == []
-    assert len(store.problems) == 2 and str(path) in store.problems[0]
-    (adir / "deadbeef.json").write_bytes(b'{"containerID": "c9", "ifname": "eth0"}')
-    assert store.attachments() == []
-    assert any("deadbeef.json: attachment record does not match" in p for p in store.problems)
-    with pytest.raises(InvalidConfig):
-        store.put_attachment("c1", "eth0", {"x": object()})
+    s.release(A("10.42.0.2"))
+    assert s.was_used()  # last_reserved_ip outlives the reservation
 
 
 @pytest.mark.parametrize(
@@ -230,9 +188,6 @@ def test_path_traversal_refused_container_id(store: DiskStore, tmp_path: Path, b
         lambda: store.reserve(bad_id, "eth0", A("10.42.0.2"), "0"),
         lambda: store.get_by_id(bad_id, "eth0"),
         lambda: store.release_by_id(bad_id, "eth0"),
-        lambda: store.put_attachment(bad_id, "eth0", {}),
-        lambda: store.get_attachment(bad_id, "eth0"),
-        lambda: store.delete_attachment(bad_id, "eth0"),
     ]
     for call in calls:
         with pytest.raises(InvalidConfig) as ei:
@@ -247,8 +202,6 @@ def test_path_traversal_refused_container_id(store: DiskStore, tmp_path: Path, b
 def test_bad_ifname_refused(store: DiskStore, tmp_path: Path, bad_if: str) -> None:
     with pytest.raises(InvalidConfig):
         store.reserve("cid", bad_if, A("10.42.0.2"), "0")
-    with pytest.raises(InvalidConfig):
-        store.put_attachment("cid", bad_if, {})
     with pytest.raises(InvalidConfig):
         store.get_by_id("cid", bad_if)
     assert list(tmp_path.iterdir()) == []

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from cni.errors import INVALID_CONFIG, InvalidConfig
+from cnispec.errors import INVALID_CONFIG, InvalidConfig
 from ipam.subnetfile import SubnetFile, parse_subnet_file
 
 K3S_DEFAULT = """FLANNEL_NETWORK=10.42.0.0/16

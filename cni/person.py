@@ -1,0 +1,103 @@
+"""Person mode: the binary run by a person at a shell (no CNI_COMMAND set).
+
+A table of subcommands, each imported only when it runs; no argument prints the about
+text on stderr and exits 0 (as the reference plugins' skel does); an unknown subcommand
+or option prints the usage on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NamedTuple
+
+from cni.dispatch import ABOUT, PLUGIN_VERSION
+from cni.spec import SUPPORTED_VERSIONS
+
+
+class Subcommand(NamedTuple):
+    """A person-mode subcommand: its module is imported only when it runs."""
+
+    usage: str  # arguments, after the name
+    summary: str
+    module: str
+    func: str  # module.func(argv) -> exit code; may raise module.UsageError (exit 2)
+
+
+# One entry per subcommand; adding one is adding a line here.
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "ls": Subcommand(
+        "[--json] [--conf FILE]",
+        "one row per address: pod, netns, veth, boot, age, live/stale/host-local",
+        "cni.operator",
+        "ls",
+    ),
+    "status": Subcommand(
+        "[--json] [--conf FILE]",
+        "subnet file, cni0, ip_forward, range usage, helper; exit 1 when unhealthy",
+        "cni.operator",
+        "status",
+    ),
+    "gc": Subcommand(
+        "[--dry-run] [--json] [--conf FILE]",
+        "release every attachment whose netns is gone (never a live pod)",
+        "cni.operator",
+        "gc",
+    ),
+}
+
+
+def usage() -> str:
+    from cni.operator import CONF_DIRS_ENV, DEFAULT_CONF_DIRS
+
+    width = max(len(n) + len(s.usage) for n, s in SUBCOMMANDS.items()) + 2
+    lines = [f"usage: weft {'{'}{','.join(SUBCOMMANDS)}{'}'} [options] | --version | --help"]
+    for n, s in SUBCOMMANDS.items():
+        lines.append(f"  weft {(n + ' ' + s.usage).ljust(width)} {s.summary}")
+    lines.append(
+        f"  config: --conf FILE, or the first conflist with a weft plugin in "
+        f"${CONF_DIRS_ENV} (default {':'.join(DEFAULT_CONF_DIRS)})"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _about() -> str:
+    versions = ", ".join(SUPPORTED_VERSIONS)
+    return (
+        f"{ABOUT}\nweft {PLUGIN_VERSION}; CNI protocol versions supported: {versions}\n"
+        "It is run by a container runtime (containerd, cri-o, cnitool) with CNI_COMMAND and the\n"
+        "other CNI_* variables set and the network config on stdin; see README.md.\n"
+        "A person on the node can inspect and clean up with:\n" + usage()
+    )
+
+
+def person(argv: list[str]) -> int:
+    """No CNI_COMMAND: a person at a shell. No argument: the about text on stderr, exit 0
+    (as the reference plugins' skel does); an unknown subcommand or option: usage, exit 2."""
+    if not argv:
+        sys.stderr.write(_about())
+        return 0
+    first, rest = argv[0], argv[1:]
+    if first in ("--version", "-v") and not rest:
+        versions = ", ".join(SUPPORTED_VERSIONS)
+        print(f"weft {PLUGIN_VERSION} (CNI spec versions {versions})")
+        return 0
+    if first in ("--help", "-h", "help") and not rest:
+        sys.stdout.write(_about())
+        return 0
+    sub = SUBCOMMANDS.get(first)
+    if sub is None:
+        what = "option" if first.startswith("-") else "subcommand"
+        sys.stderr.write(f"weft: unknown {what} {first!r}\n{usage()}")
+        return 2
+    if "--help" in rest or "-h" in rest:
+        sys.stdout.write(f"usage: weft {first} {sub.usage}\n  {sub.summary}\n")
+        return 0
+    import importlib
+
+    module = importlib.import_module(sub.module)
+    try:
+        code: int = getattr(module, sub.func)(rest)
+    except getattr(module, "UsageError", ()) as e:
+        sys.stderr.write(f"weft {first}: {e}\nusage: weft {first} {sub.usage}\n")
+        return 2
+    return code

@@ -1,0 +1,178 @@
+"""weft's attachment records: what DEL, GC and reboot recovery act on.  Boundary (disk I/O).
+
+host-local's files say only which container holds an address. To tear an attachment down
+after a crash, a reboot or a wiped netns, weft also needs what ADD made and where: the
+host veth, the netns path, the boot it was made in, whether a masquerade rule exists. One
+JSON record per attachment, beside host-local's files:
+
+``<data_dir>/<network>/.weft/<sha256(containerID\\nifname)>.json``, for example
+``{"bootID":"…","bridge":"cni0","containerID":"c1","hostVeth":"veth0123abcd456",
+"ifname":"eth0","ipMasq":true,"ips":["10.42.0.5/24"],"netns":"/var/run/netns/x",
+"podName":"web-0","podNamespace":"default"}`` (``podNamespace``/``podName`` only when the
+runtime passed them in CNI_ARGS). A dot-directory of JSON files: host-local never matches
+them. Written temp + fsync + rename, so a record is whole or absent.
+
+A record is data from disk, never trusted: one that does not parse, whose fields have the
+wrong types, or whose name is not the hash of its own container id and ifname is noted in
+``problems`` and ignored. Methods never take a lock; the caller holds the network lock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from typing import Any, NamedTuple
+
+from cnispec.digest import sha256_hex
+from cnispec.ip import IPInterface
+from cnispec.rules import interface_name_problem, is_valid_id
+from ipam import files
+from ipam.disk import validate_container_id, validate_ifname
+
+RECORDS_DIR = ".weft"
+
+
+class Attachment(NamedTuple):
+    """One attachment as ADD made it."""
+
+    container_id: str
+    ifname: str
+    host_veth: str
+    netns: str
+    boot_id: str  # the kernel's boot_id at ADD: a record from another boot is a leftover
+    ip_masq: bool
+    bridge: str
+    ips: tuple[IPInterface, ...]
+    pod_namespace: str = ""  # K8S_POD_NAMESPACE / K8S_POD_NAME from CNI_ARGS, for operators
+    pod_name: str = ""
+
+    @property
+    def versions(self) -> set[int]:
+        """The address families the attachment uses."""
+        return {ip.version for ip in self.ips}
+
+    def to_json(self) -> bytes:
+        obj: dict[str, Any] = {
+            "containerID": self.container_id,
+            "ifname": self.ifname,
+            "hostVeth": self.host_veth,
+            "netns": self.netns,
+            "bootID": self.boot_id,
+            "ipMasq": self.ip_masq,
+            "bridge": self.bridge,
+            "ips": [str(ip) for ip in self.ips],
+        }
+        if self.pod_namespace:
+            obj["podNamespace"] = self.pod_namespace
+        if self.pod_name:
+            obj["podName"] = self.pod_name
+        return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Attachment:
+        """Parse a record; ValueError naming what is wrong."""
+        obj = json.loads(data)
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+
+        def field(key: str, kind: type, default: object = None) -> Any:
+            v = obj.get(key, default)
+            if not isinstance(v, kind):
+                raise ValueError(f"{key}: expected {kind.__name__}, got {type(v).__name__}")
+            return v
+
+        ips = field("ips", list)
+        if not all(isinstance(ip, str) and "%" not in ip for ip in ips):
+            raise ValueError("ips: expected addresses with a prefix")
+        return cls(
+            container_id=field("containerID", str),
+            ifname=field("ifname", str),
+            host_veth=field("hostVeth", str),
+            netns=field("netns", str),
+            boot_id=field("bootID", str),
+            ip_masq=field("ipMasq", bool),
+            bridge=field("bridge", str),
+            ips=tuple(ipaddress.ip_interface(ip) for ip in ips),
+            pod_namespace=field("podNamespace", str, ""),
+            pod_name=field("podName", str, ""),
+        )
+
+
+def attachment_key(container_id: str, ifname: str) -> str:
+    """The name of an attachment's files (record, lock): fixed length, path safe."""
+    return sha256_hex(f"{container_id}\n{ifname}".encode())
+
+
+def record_name(container_id: str, ifname: str) -> str:
+    return attachment_key(container_id, ifname) + ".json"
+
+
+class AttachmentStore:
+    """The records of one network: ``<network_dir>/.weft/``."""
+
+    def __init__(self, network_dir: str) -> None:
+        self.dir = os.path.join(network_dir, RECORDS_DIR)
+        self.problems: list[str] = []
+
+    def _problem(self, path: str, why: str) -> None:
+        self.problems.append(f"{path}: {why}")
+
+    def _path(self, container_id: str, ifname: str) -> str:
+        validate_container_id(container_id)
+        validate_ifname(ifname)
+        return os.path.join(self.dir, record_name(container_id, ifname))
+
+    def _load(self, path: str) -> Attachment | None:
+        data = files.read_small(path, self._problem)
+        if data is None:
+            return None
+        try:
+            rec = Attachment.from_json(data)
+        except (ValueError, UnicodeDecodeError) as e:
+            self._problem(path, f"attachment record is not valid ({e}), ignored")
+            return None
+        if (
+            not is_valid_id(rec.container_id)
+            or interface_name_problem(rec.ifname)
+            or (os.path.basename(path) != record_name(rec.container_id, rec.ifname))
+        ):
+            self._problem(path, "attachment record does not match its name, ignored")
+            return None
+        return rec
+
+    def put(self, record: Attachment) -> None:
+        """Store ``record`` atomically (temp + fsync + rename), replacing any earlier one."""
+        path = self._path(record.container_id, record.ifname)
+        try:
+            os.makedirs(self.dir, 0o755, exist_ok=True)
+        except OSError as e:
+            raise files.io_error("creating the records directory", self.dir, e) from None
+        files.replace_file(self.dir, os.path.basename(path), record.to_json(), sync=True)
+
+    def get(self, container_id: str, ifname: str) -> Attachment | None:
+        return self._load(self._path(container_id, ifname))
+
+    def delete(self, container_id: str, ifname: str) -> None:
+        """Idempotent."""
+        files.remove(self._path(container_id, ifname), "deleting attachment record")
+
+    def all(self) -> list[Attachment]:
+        """Every valid record (invalid ones noted in ``problems``)."""
+        try:
+            it = os.scandir(self.dir)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise files.io_error("listing", self.dir, e) from None
+        out: list[Attachment] = []
+        with it:
+            for entry in it:
+                name = entry.name
+                if name.startswith(files.TMP_PREFIX):
+                    files.sweep_tmp(entry)
+                elif name[0] != "." and name.endswith(".json"):
+                    rec = self._load(entry.path)
+                    if rec is not None:
+                        out.append(rec)
+        return out

@@ -1,0 +1,98 @@
+"""Person mode (no CNI_COMMAND), without root: the subcommand table, exit codes, usage,
+config discovery; and the CNI path never imports pydantic."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cni.operator import OperatorError, UsageError, find_conf, parse_options, plugin_conf
+from tests.netns import ROOT
+
+
+def weft(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    e["PYTHONPATH"] = str(ROOT)
+    e.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "cni", *args], capture_output=True, text=True, env=e, timeout=60
+    )
+
+
+def test_no_argument_is_the_about_text_on_stderr_exit_0() -> None:
+    out = weft()
+    assert out.returncode == 0 and out.stdout == ""
+    assert "CNI plugin" in out.stderr and "weft ls" in out.stderr
+
+
+@pytest.mark.parametrize("args", [["bogus"], ["--bogus"], ["ls", "--bogus"], ["gc", "extra"]])
+def test_unknown_subcommand_or_option_is_exit_2_with_usage(args: list[str], tmp_path: Path) -> None:
+    out = weft(*args, env={"WEFT_CONF_DIRS": str(tmp_path)})
+    assert out.returncode == 2, out
+    assert "usage: weft" in out.stderr and out.stdout == ""
+
+
+def test_version_and_help() -> None:
+    v = weft("--version")
+    assert v.returncode == 0 and v.stdout.startswith("weft ")
+    h = weft("--help")
+    assert h.returncode == 0 and "weft gc" in h.stdout
+
+
+def test_no_config_found_is_exit_1_naming_the_dirs(tmp_path: Path) -> None:
+    out = weft("ls", env={"WEFT_CONF_DIRS": str(tmp_path)})
+    assert out.returncode == 1 and str(tmp_path) in out.stderr and "--conf" in out.stderr
+
+
+def test_conf_discovery_takes_the_first_file_with_weft_by_name(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "05-other.conflist").write_text(json.dumps({"name": "x", "plugins": [{"type": "bridge"}]}))
+    (a / "10-weft.conflist").write_text(
+        json.dumps({"name": "cbr0", "cniVersion": "1.0.0", "plugins": [{"type": "weft"}]})
+    )
+    (a / "20-weft.conflist").write_text(
+        json.dumps({"name": "later", "cniVersion": "1.0.0", "plugins": [{"type": "weft"}]})
+    )
+    (b / "00-weft.conf").write_text(json.dumps({"name": "b", "type": "weft"}))
+    path, conf = find_conf(None, [str(a), str(b)])
+    assert path.endswith("10-weft.conflist")
+    assert conf == {"type": "weft", "name": "cbr0", "cniVersion": "1.0.0"}
+    assert find_conf(None, [str(tmp_path / "missing"), str(b)])[1]["name"] == "b"
+    with pytest.raises(OperatorError):
+        find_conf(str(a / "05-other.conflist"), [])
+
+
+def test_plugin_conf_and_options() -> None:
+    assert plugin_conf({"plugins": [{"type": "portmap"}]}) is None
+    assert parse_options(["--conf", "/x", "--json"], frozenset({"--conf", "--json"})) == (
+        "/x",
+        True,
+        False,
+    )
+    assert parse_options(["--conf=/y"], frozenset({"--conf"})).conf == "/y"
+    with pytest.raises(UsageError):
+        parse_options(["--dry-run"], frozenset({"--json"}))
+
+
+def test_cni_version_path_never_imports_pydantic(tmp_path: Path) -> None:
+    modules = tmp_path / "modules"
+    out = weft(env={"CNI_COMMAND": "VERSION", "WEFT_MODULES_OUT": str(modules)})
+    assert out.returncode == 0 and "supportedVersions" in out.stdout
+    loaded = modules.read_text().split()
+    assert "cni.dispatch" in loaded and not [m for m in loaded if m.startswith("pydantic")]
+
+
+def test_operator_json_path_does_import_pydantic() -> None:
+    """The seam above would notice pydantic: the operator's --json path does load it."""
+    code = "import sys, cni.opjson; print('pydantic' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "True"
