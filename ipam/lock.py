@@ -6,7 +6,8 @@ Two kinds of lock, both an exclusive ``flock()`` with a bounded wait (``FileLock
   each other): it guards the store — reserving and releasing addresses, reading and
   writing attachment records, reclaim — and creating or re-addressing the bridge.  It is
   held only around that store work, never around a veth, a pod's addresses, routes or
-  sysctls, so concurrent pods' kernel work overlaps;
+  sysctls, so concurrent pods' kernel work overlaps (reclaim, rare, tears a stale
+  attachment down under it: ``cni.commands.reclaim_if_stale``);
 * the **attachment lock** of one (container id, ifname),
   ``<network dir>/.weft/locks/<sha256(id\nifname)>``: held for a whole ADD, DEL or CHECK of
   that attachment, so those stay all-or-nothing and ordered (a concurrent ADD and DEL of
@@ -43,8 +44,8 @@ lock is leaked).  In the short-lived plugin process the thread simply dies at ex
 
 The lock is the open file description: released by ``release()`` / leaving the ``with``
 block, or by the kernel when the process dies.  Not re-entrant: a second FileLock on the
-same path in the same process waits for the first one (and times out).  Any error other
-than "held by someone else" raises :class:`cnispec.errors.IOFailure`; a timeout raises
+same path in the same process waits for the first one (and times out).  Any OS error other
+than "held by someone else" is mapped by ``cnispec.errors.os_error``; a timeout raises
 :class:`cnispec.errors.TryAgainLater` (code 11) naming the path and the timeout.  Same file and
 same flock() as host-local's ``disk.FileLock``, so weft and host-local exclude each other.
 """

@@ -132,6 +132,33 @@ def test_burst_of_100_with_same_container_races_interleaved(node: Node) -> None:
     assert not nat_mentions(node, "burst-000")
 
 
+def test_busy_attachment_is_a_bounded_wait_that_holds_up_nobody_else(node: Node) -> None:
+    """Another process holds one attachment's lock: an ADD of that attachment answers code
+    11 after lockTimeout and changes nothing, while pods of other attachments go through
+    meanwhile (the waiter holds no network lock)."""
+    path = lock_file(node, "busy")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    conf = dict(node.conf(), lockTimeout=1)
+    busy, other = node.pod(), node.pod()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with ThreadPoolExecutor(2) as pool:
+            waiting = pool.submit(node.add, busy, "busy", conf)
+            free = pool.submit(node.add, other, "other", conf)
+            err = waiting.result()
+            ip = result_ip(expect_result(free.result()))
+        assert err.rc != 0 and json.loads(err.stdout)["code"] == 11, err.stdout
+        assert "lock" in err.stdout
+        assert not reserved_by(node, "busy") and not records_for(node, "busy")
+        assert pod_links(busy) == set()
+        assert_there(node, other, "other", ip)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    assert_there(node, busy, "busy", result_ip(expect_result(node.add(busy, "busy", conf))))
+
+
 # ---- kill points between the two locks -----------------------------------------------------
 def _killed_at(
     node: Node, cmd: str, pod: Netns | None, cid: str, step: str, conf: Any = None
