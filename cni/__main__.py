@@ -1,6 +1,7 @@
 """``weft`` / ``python -m cni``: the process boundary (real env, stdio, signals).
 
-Kept to the imports that every command needs; ``cni.commands`` (and with it pyroute2)
+A CNI request first goes to the ``weft serve`` helper when one is running (``cni.handoff``,
+before any other import); otherwise it runs here. ``cni.commands`` (and with it pyroute2)
 is imported only for the commands that touch the network, so VERSION stays cheap.
 """
 
@@ -9,8 +10,11 @@ from __future__ import annotations
 import os
 import sys
 
-from cni.dispatch import ABOUT, PLUGIN_VERSION, Dispatcher, Handler
-from cni.spec import SUPPORTED_VERSIONS
+TYPE_CHECKING = False  # not typing's: the helper's client must not pay for importing typing
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+    from cni.dispatch import Handler
 
 FAULT_ENV = "WEFT_FAULT_AT"  # test seam: SIGKILL ourselves at a named ADD step
 
@@ -32,6 +36,9 @@ def _human(argv: list[str]) -> int | None:
     """A person running the binary (no CNI_COMMAND): a short message, exit 0."""
     if os.environ.get("CNI_COMMAND"):
         return None
+    from cni.dispatch import ABOUT, PLUGIN_VERSION
+    from cni.spec import SUPPORTED_VERSIONS
+
     versions = ", ".join(SUPPORTED_VERSIONS)
     if "--version" in argv or "-v" in argv:
         print(f"weft {PLUGIN_VERSION} (CNI spec versions {versions})")
@@ -48,13 +55,34 @@ def _human(argv: list[str]) -> int | None:
     return 0
 
 
+def run(stdin: BinaryIO) -> int:
+    """One CNI request on this process's environment and stdio: the same code in-process
+    and in a ``weft serve`` child."""
+    from cni.dispatch import Dispatcher
+
+    return Dispatcher(os.environ.get, stdin, sys.stdout, sys.stderr, _handler, _checkpoint).run()
+
+
 def main() -> int:
-    human = _human(sys.argv[1:])
+    argv = sys.argv[1:]
+    if argv[:1] == ["serve"]:
+        from cni.serve import main as serve
+
+        return serve(argv[1:])
+    stdin = None
+    if os.environ.get("CNI_COMMAND"):
+        from cni.handoff import try_helper
+
+        outcome = try_helper()
+        if outcome.status is not None:
+            return outcome.status
+        stdin = outcome.stdin
+    human = _human(argv)
     if human is not None:
         return human
-    return Dispatcher(
-        os.environ.get, sys.stdin.buffer, sys.stdout, sys.stderr, _handler, _checkpoint
-    ).run()
+    import io
+
+    return run(sys.stdin.buffer if stdin is None else io.BytesIO(stdin))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+"""Run a test tier with every plugin exec going through a ``weft serve`` helper.
+
+    python3 tests/serve/with_helper.py --plugin dist/weft/weft -- pytest -q tests/kernel
+
+Starts ``<plugin> serve --socket <tmp>/run/weft.sock``, writes a wrapper that execs the plugin
+with ``WEFT_SOCKET`` pointing there (the tiers build each plugin's environment from scratch,
+so the variable has to travel inside the executable they are given), exports it as
+``WEFT_PLUGIN`` and substitutes it for ``@PLUGIN@`` in the command. Afterwards it stops the
+helper with SIGTERM and fails unless the command passed, the helper was alive to the end and
+exited 0, and the helper served every CNI exec of the wrapper (a silent fall-back to the
+in-process path must not pass as a helper run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def wait_listening(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"with_helper: the helper exited early ({proc.returncode})")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(str(path))
+            return
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            s.close()
+    raise SystemExit(f"with_helper: nothing listens on {path} after {timeout} s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--plugin", required=True, help="the weft executable (client and helper)")
+    ap.add_argument("command", nargs=argparse.REMAINDER)
+    args = ap.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    plugin = str(Path(args.plugin).resolve())
+    tmp = Path(tempfile.mkdtemp(prefix="weft-helper-"))
+    sock = tmp / "run" / "weft.sock"
+    log = tmp / "serve.log"
+    execs = tmp / "execs"
+    wrapper = tmp / "weft"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'[ -n "$CNI_COMMAND" ] && echo "$CNI_COMMAND" >>{shlex.quote(str(execs))}\n'
+        f"WEFT_SOCKET={shlex.quote(str(sock))} exec {shlex.quote(plugin)} \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
+    with open(log, "wb") as logf:
+        helper = subprocess.Popen(
+            [plugin, "serve", "--socket", str(sock)], stdin=subprocess.DEVNULL, stderr=logf
+        )
+    try:
+        wait_listening(sock, helper)
+        env = dict(os.environ, WEFT_PLUGIN=str(wrapper))
+        cmd = [c.replace("@PLUGIN@", str(wrapper)) for c in command]
+        print(f"with_helper: helper pid {helper.pid} on {sock}; running {shlex.join(cmd)}",
+              flush=True)
+        rc = subprocess.call(cmd, env=env)
+        alive = helper.poll() is None
+    finally:
+        if helper.poll() is None:
+            helper.send_signal(signal.SIGTERM)
+        try:
+            helper_rc = helper.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+            helper_rc = helper.wait()
+    text = log.read_text(errors="replace")
+    served = len(re.findall(r"\]: request command=", text))
+    n_execs = len(execs.read_text().splitlines()) if execs.exists() else 0
+    print(f"with_helper: {n_execs} CNI execs through the wrapper, {served} served by the helper "
+          f"(log: {log})", flush=True)
+    problems = []
+    if rc != 0:
+        problems.append(f"the command failed ({rc})")
+    if not alive:
+        problems.append(f"the helper died during the run ({helper_rc})")
+    elif helper_rc != 0:
+        problems.append(f"the helper exited {helper_rc} on SIGTERM")
+    if served == 0:
+        problems.append("the helper served no request")
+    if served < n_execs:
+        problems.append(f"{n_execs - served} execs fell back to the in-process path")
+    for p in problems:
+        print(f"with_helper: FAIL: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
