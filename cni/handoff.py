@@ -27,6 +27,7 @@ import sys
 
 DEFAULT_SOCKET = "/run/weft/weft.sock"
 SOCKET_ENV = "WEFT_SOCKET"
+FALLBACK_LOG_ENV = "WEFT_FALLBACK_LOG"
 DISABLED = "off"
 
 MAGIC = b"WFT1"
@@ -108,10 +109,13 @@ def try_helper() -> Outcome:
         sock.settimeout(ACCEPT_TIMEOUT)
         sock.connect(path)
         stdin = _read_stdin()
-        if stdin is None or len(stdin) > MAX_STDIN or not _offer(sock, stdin):
-            return Outcome(None, stdin)
-    except Exception:  # whatever failed before GO: the helper has run nothing
-        return Outcome(None, stdin)
+        if stdin is None or len(stdin) > MAX_STDIN:
+            return _fallback(stdin, "stdin unreadable or too large")
+        if not _offer(sock, stdin):
+            return _fallback(stdin, "not accepted")
+    except Exception as e:  # whatever failed before GO: the helper has run nothing
+        sock.close()
+        return _fallback(stdin, f"{type(e).__name__}: {e}")
     try:
         sock.settimeout(None)  # from now on the runtime's own timeout bounds the request
         return Outcome(_wait(sock), None)
@@ -119,6 +123,23 @@ def try_helper() -> Outcome:
         return Outcome(_lost(stdin, e), None)
     finally:
         sock.close()
+
+
+def _fallback(stdin: bytes | None, why: str) -> Outcome:
+    """Run in-process. ``WEFT_FALLBACK_LOG`` (a test seam) records why, so that a run meant
+    to go through the helper can tell a fall-back from a served request."""
+    log = os.environ.get(FALLBACK_LOG_ENV)
+    if log:
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                command = os.environ.get("CNI_COMMAND", "")
+                os.write(fd, f"{os.getpid()} {command!r}: {why}\n".encode(errors="replace"))
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+    return Outcome(None, stdin)
 
 
 def _offer(sock: _socket.socket, stdin: bytes) -> bool:

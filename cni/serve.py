@@ -154,6 +154,7 @@ class Server:
     def __init__(self, listener: socket.socket, owned: str | None, ident: bytes) -> None:
         self.listener: socket.socket | None = listener
         self.owned = owned
+        self.owned_ino = os.stat(owned).st_ino if owned else 0
         self.ident = ident
         self.children: dict[int, Child] = {}
         self.by_conn: dict[int, int] = {}  # conn fd -> child pid
@@ -211,11 +212,9 @@ class Server:
         with contextlib.suppress(KeyError):
             self.poll.unregister(fd)
         if self.owned:
-            try:
-                if os.stat(self.owned).st_ino == os.fstat(fd).st_ino:
+            with contextlib.suppress(OSError):
+                if os.stat(self.owned).st_ino == self.owned_ino:  # not a successor's socket
                     os.unlink(self.owned)
-            except OSError:
-                pass
         self.listener.close()
         self.listener = None
 
