@@ -76,6 +76,10 @@ class Helper:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
 
     def served(self) -> list[tuple[str, str, str]]:
+        """(command, container, outcome) of every request the helper logged, once every
+        child it has is reaped (it logs a request when it reaps its child)."""
+        if self.proc is not None and self.proc.poll() is None:
+            wait_for(lambda: self.children() == [], what="the helper's children reaped")
         return SERVED.findall(self.log())
 
     def wait_log(self, pattern: str, timeout: float = 30.0) -> None:
