@@ -201,7 +201,7 @@ class Server:
                 elif fd in self.by_conn:
                     self._hangup(fd)
         for signo in (signal.SIGTERM, signal.SIGINT):  # a repeated stop must not turn exit 0
-            signal.signal(signo, signal.SIG_IGN)        # into death by signal while exiting
+            signal.signal(signo, signal.SIG_IGN)  # into death by signal while exiting
         _log(f"stopped after {self.served} requests")
         return 0
 
