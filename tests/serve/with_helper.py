@@ -43,6 +43,25 @@ def wait_listening(path: Path, proc: subprocess.Popen[bytes], timeout: float = 3
     raise SystemExit(f"with_helper: nothing listens on {path} after {timeout} s")
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def footprint(pid: int) -> tuple[int, int]:
+    """(open fds, VmRSS KiB) of the helper once it has no child left (all requests reaped)."""
+    end = time.monotonic() + 60
+    while children(pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+    return len(os.listdir(f"/proc/{pid}/fd")), rss
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--plugin", required=True, help="the weft executable (client and helper)")
@@ -69,12 +88,17 @@ def main() -> int:
         )
     try:
         wait_listening(sock, helper)
+        fds0, rss0 = footprint(helper.pid)
+        fds1, rss1, left = fds0, rss0, 0
         env = dict(os.environ, WEFT_PLUGIN=str(wrapper))
         cmd = [c.replace("@PLUGIN@", str(wrapper)) for c in command]
         print(f"with_helper: helper pid {helper.pid} on {sock}; running {shlex.join(cmd)}",
               flush=True)
         rc = subprocess.call(cmd, env=env)
         alive = helper.poll() is None
+        if alive:
+            fds1, rss1 = footprint(helper.pid)
+            left = len(children(helper.pid))
     finally:
         if helper.poll() is None:
             helper.send_signal(signal.SIGTERM)
@@ -90,7 +114,13 @@ def main() -> int:
     print(f"with_helper: {n_execs} CNI execs through the wrapper, {served} served by the helper, "
           f"{len(fell_back)} fell back "
           f"(log: {log})", flush=True)
+    print(f"with_helper: helper fds {fds0} -> {fds1}, RSS {rss0} -> {rss1} KiB, "
+          f"{left} children left", flush=True)
     problems = []
+    if fds1 != fds0:
+        problems.append(f"the helper's open fds went from {fds0} to {fds1}")
+    if left:
+        problems.append(f"{left} children (requests or zombies) left after the run")
     if rc != 0:
         problems.append(f"the command failed ({rc})")
     if not alive:
