@@ -30,7 +30,8 @@ import sys
 import time
 from typing import NamedTuple
 
-from cni import handoff
+from cni import handoff, netns
+from cni.errors import CNIError
 
 HANDSHAKE_DEADLINE = 2.0  # seconds for a child to receive the whole request (and the GO)
 MAX_CHILDREN = 256  # beyond that, connections wait in the listen backlog
@@ -362,8 +363,11 @@ class _Request(NamedTuple):
     stdin: bytes
 
     def describe(self) -> str:
+        """One report line; the values are not validated yet, so only printable, no spaces."""
+
         def get(k: bytes) -> str:
-            return self.env.get(k, b"").decode(errors="replace")[:80] or "-"
+            text = self.env.get(k, b"").decode(errors="replace")[:80]
+            return "".join(c if c.isprintable() and not c.isspace() else "?" for c in text) or "-"
 
         return (
             f"request command={get(b'CNI_COMMAND')} container={get(b'CNI_CONTAINERID')}"
@@ -409,6 +413,10 @@ def _receive(conn: socket.socket, ident: bytes) -> _Request:
         if client_ident != ident:
             raise _OtherBuild(client_ident.decode(errors="replace")[:80])
         env = _parse_env(raw_env)
+        try:  # before accepting: a namespace we cannot enter means the client runs it itself
+            netns.setns(fds[2], "the client's network namespace")
+        except CNIError as e:
+            raise Refused(str(e)) from None
         conn.sendall(handoff.REPLY.pack(handoff.ACCEPTED, 0))
         tag, _ = handoff.REPLY.unpack(_recv_exact(conn, handoff.REPLY.size, deadline))
         if tag != handoff.GO:
@@ -456,11 +464,9 @@ def _execute(conn: socket.socket, req: _Request, report: int) -> int:
     """Become the request's process, run it as the in-process path does, report the status."""
     import io
 
-    from cni import netns
     from cni.__main__ import run
 
-    stdout, stderr, own_netns = req.fds[:3]
-    netns.setns(own_netns, "the client's network namespace")
+    stdout, stderr, own_netns = req.fds[:3]  # already in the client's namespace (_receive)
     os.close(own_netns)
     os.environ.clear()
     for k, v in req.env.items():
