@@ -97,6 +97,17 @@ class Helper:
             return []
         return [int(p) for p in text.split()]
 
+    def waiting_on(self, path: Path) -> bool:
+        """True once a child of the helper has ``path`` open: it runs a request (past the
+        handshake) that got as far as opening, e.g., the store's lock."""
+        for pid in self.children():
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                            return True
+        return False
+
     def zombies(self) -> list[int]:
         out = []
         for pid in self.children():

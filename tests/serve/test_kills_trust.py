@@ -49,7 +49,7 @@ def test_killed_client_kills_its_request_and_del_cleans_up(node: Node, tmp_path:
         pod = node.pod()
         with held_lock(node):
             proc = spawn(node, "ADD", _slow_conf(node), "client-killed", pod.path, via(helper))
-            wait_for(lambda: len(helper.children()) == 1, what="the request's child")
+            wait_for(lambda: helper.waiting_on(node.store_dir() / "lock"), what="the request")
             child = helper.children()[0]
             proc.kill()  # what libcni does on timeout
             proc.wait(timeout=30)
@@ -69,7 +69,7 @@ def test_helper_killed_alone_the_accepted_request_still_finishes(
         pod = node.pod()
         with held_lock(node):
             proc = spawn(node, "ADD", _slow_conf(node), "orphaned", pod.path, via(helper))
-            wait_for(lambda: len(helper.children()) == 1, what="the request's child")
+            wait_for(lambda: helper.waiting_on(node.store_dir() / "lock"), what="the request")
             assert helper.proc is not None
             helper.proc.kill()  # the helper only (KillMode=process): its child lives on
             helper.proc.wait(timeout=30)
@@ -98,7 +98,7 @@ def test_helper_and_children_killed_mid_request_is_a_code_11_and_del_cleans_up(
     pod = node.pod()
     with held_lock(node):
         proc = spawn(node, "ADD", _slow_conf(node), "group-killed", pod.path, via(helper))
-        wait_for(lambda: len(helper.children()) == 1, what="the request's child")
+        wait_for(lambda: helper.waiting_on(node.store_dir() / "lock"), what="the request")
         helper.kill_group()  # KillMode=control-group: the helper and the request
     out = outcome(proc)
     assert out.rc == 1, out

@@ -332,7 +332,7 @@ def test_sigterm_finishes_accepted_requests_and_new_ones_fall_back(
         pod = node.pod()
         with held_lock(node):
             proc = spawn(node, "ADD", conf, "in-flight", pod.path, via(helper))
-            wait_for(lambda: len(helper.children()) == 1, what="the request's child")
+            wait_for(lambda: helper.waiting_on(node.store_dir() / "lock"), what="the request")
             helper.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
             wait_for(lambda: not helper.sock.exists(), what="the socket to go")
             assert helper.proc.poll() is None  # type: ignore[union-attr]
