@@ -6,6 +6,7 @@ FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
 .PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-operator test-operator-frozen test-e2e test-cri cnitool test-robustness test-cluster demo-cluster lint typecheck clean \
+	test-serve test-helper test-kernel-helper test-robustness-helper conformance-helper \
 	conformance-driver conformance conformance-reference conformance-weft conformance-table
 
 deps:
@@ -130,8 +131,30 @@ bench-quick: build
 test-bench: build
 	WEFT_PLUGIN=$(WEFT) $(PYTEST) -q bench/test_smoke.py
 
+# The same tiers with every plugin exec handed to a `weft serve` helper (the frozen binary as
+# both client and helper). tests/serve/with_helper.py fails the run if the helper served no
+# request, or fewer than the CNI execs it saw: a silent fall-back never passes as helper mode.
+WITH_HELPER := $(PYTHON) tests/serve/with_helper.py --plugin $(FROZEN) --
+test-kernel-helper: build
+	$(WITH_HELPER) $(PYTEST) -q tests/kernel
+
+test-robustness-helper: build
+	$(WITH_HELPER) $(PYTEST) -q tests/robustness
+
+conformance-helper: build conformance-driver
+	mkdir -p build/conformance
+	$(WITH_HELPER) $(PYTEST) conformance --plugin @PLUGIN@ --conflist conformance/conflists/weft.conflist \
+		-p no:cacheprovider -q -rxXfE --junitxml=build/conformance/weft-helper.xml
+
+# The helper itself (root): fall-backs, kills and restarts, zombies, fd/RSS over 1,000
+# requests, trust and handshake fuzzing.
+test-serve: build
+	WEFT_PLUGIN=$(FROZEN) $(PYTEST) -q tests/serve
+
+test-helper: test-serve test-kernel-helper conformance-helper test-robustness-helper
+
 test: deps lint typecheck test-unit test-kernel test-frozen test-operator test-operator-frozen test-packaging \
-	conformance-table test-e2e test-cri test-robustness test-cluster test-bench
+	conformance-table test-e2e test-cri test-robustness test-cluster test-bench test-helper
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

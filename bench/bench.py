@@ -57,6 +57,101 @@ from bench.plugin import (
 )
 from bench.sandbox import Sandbox, cleanup_stale, ip_json, ip_json_many, ipv4_of, veths
 
+
+class Helper:
+    """``weft serve`` for the weft-helper column: started before the run, stopped (SIGTERM,
+    must exit 0) after it; every exec of the column must have been served by it."""
+
+    def __init__(self, weft: str, tmp: str) -> None:
+        self.weft = weft
+        self.sock = os.path.join(tmp, "helper", "weft.sock")
+        self.log = os.path.join(tmp, "helper.log")
+        self.fallbacks = os.path.join(tmp, "helper-fallbacks")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.rss_kib = 0
+        self.hwm_kib = 0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def client_env(self) -> dict[str, str]:
+        return {"WEFT_SOCKET": self.sock, "WEFT_FALLBACK_LOG": self.fallbacks}
+
+    def start(self) -> None:
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [self.weft, "serve", "--socket", self.sock],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weft serve exited {self.proc.returncode}: {self._text()}")
+            if "serving on" in self._text():
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"weft serve not ready after 30 s: {self._text()}")
+
+    def _text(self) -> str:
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def sample(self) -> None:
+        """The helper's own memory (its children are the requests, measured per exec)."""
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        self.rss_kib = int(line.split()[1])
+                    elif line.startswith("VmHWM:"):
+                        self.hwm_kib = max(self.hwm_kib, int(line.split()[1]))
+        except FileNotFoundError:
+            pass
+
+    def stop(self, v: Verdict) -> dict[str, Any]:
+        assert self.proc is not None
+        alive = self.proc.poll() is None
+        if alive:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.pid, signal.SIGKILL)
+            rc = self.proc.wait()
+        text = self._text()
+        served = text.count("]: request command=")
+        try:
+            with open(self.fallbacks) as f:
+                fell_back = f.read().splitlines()
+        except FileNotFoundError:
+            fell_back = []
+        if not alive:
+            v.fail("helper", "weft-helper", f"weft serve died during the run ({rc})")
+        elif rc != 0:
+            v.fail("helper", "weft-helper", f"weft serve exited {rc} on SIGTERM")
+        if served == 0:
+            v.fail("helper", "weft-helper", "weft serve served no request")
+        if fell_back:
+            v.fail(
+                "helper", "weft-helper", f"{len(fell_back)} execs ran in-process: {fell_back[:3]}"
+            )
+        return {
+            "served": served,
+            "fell_back": len(fell_back),
+            "rss_kib": self.rss_kib,
+            "hwm_kib": self.hwm_kib,
+            "exit": rc,
+        }
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXHAUSTION_TEXT = "no IP addresses available"
 # containernetworking/plugins#886 (fixed in v1.3.0 by #887): bridge CHECK wants a gateway-less
@@ -587,6 +682,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "plugin's own; direct: Popen the plugin (ru_maxrss floored at this process's RSS); "
         "auto: launcher when a C compiler exists",
     )
+    p.add_argument(
+        "--no-helper",
+        dest="helper",
+        action="store_false",
+        default=True,
+        help="no weft-helper column (the same weft, every exec handed to `weft serve`)",
+    )
     p.add_argument("--out-dir", default=os.path.join(REPO, "bench/results"))
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     a = p.parse_args(argv)
@@ -661,6 +763,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 subnet_file=subnet_file,
                 subnet=subnet,
                 cni_path=f"{os.path.dirname(weft_path)}:{args.reference_dir}",
+                env={"WEFT_SOCKET": "off"},  # in-process, whatever runs on this machine
+            )
+        )
+    helper: Helper | None = None
+    if not args.reference_only and args.helper:
+        helper = Helper(weft_path, tmp)
+        plugins.append(
+            Plugin(
+                label="weft-helper",
+                path=weft_path,
+                style=plugins[0].style,
+                data_dir=os.path.join(tmp, "helper-ipam"),
+                subnet_file=subnet_file,
+                subnet=subnet,
+                cni_path=plugins[0].cni_path,
+                env=helper.client_env(),
             )
         )
     plugins.append(
@@ -707,6 +825,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{pl.label:>18}: {pl.path} ({pl.style} config)")
     print(f"{'exec':>18}: {exec_mode()}")
 
+    if helper is not None:
+        try:
+            helper.start()
+        except RuntimeError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
+        print(f"{'helper':>18}: {weft_path} serve (pid {helper.pid})")
     sb = Sandbox("wb")
     interrupted = False
     old_term = signal.signal(signal.SIGTERM, _on_signal)
@@ -721,6 +847,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"[1/3] single pod cycle x{args.reps}", flush=True)
         results["single"] = scenario_single(plugins, pools, sb, args.reps, args.warmup, v)
+        if helper is not None:
+            helper.sample()
         print(f"[2/3] burst of {args.burst} x{args.burst_rounds}", flush=True)
         results["burst"] = scenario_burst(plugins, pools, sb, args.burst, args.burst_rounds, v)
         if args.fill:
@@ -728,6 +856,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["fill"] = scenario_fill(plugins, pools, sb, capacity, v)
         else:
             results["fill"] = {}
+        if helper is not None:
+            helper.sample()
         left_veth = len(veths(sb.node))
         for pl in plugins:
             v.put(
@@ -747,6 +877,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGHUP, old_hup)
         kill_live()
+        if helper is not None:
+            results["helper"] = helper.stop(v)
         sb.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
         remaining = (

@@ -90,6 +90,7 @@ class Plugin:
     subnet_file: str
     subnet: Subnet
     cni_path: str = REFERENCE_DIR
+    env: dict[str, str] = field(default_factory=dict)  # e.g. WEFT_SOCKET: helper or not
 
     def config(self) -> dict[str, Any]:
         if self.style == "flannel":
@@ -228,6 +229,7 @@ def spawn(
         CNI_PATH=plugin.cni_path,
         CNI_ARGS=f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={container_id}",
     )
+    env.update(plugin.env)
     data = json.dumps(conf).encode()
     argv = [plugin.path]
     rfd: int | None = None

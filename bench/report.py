@@ -11,6 +11,7 @@ from typing import Any
 
 WEFT = "weft"
 REF = "reference"
+HELPER = "weft-helper"  # the same frozen weft, every exec handed to a `weft serve` helper
 COMMANDS = ("ADD", "CHECK", "DEL")
 
 
@@ -103,6 +104,7 @@ def finalize(results: dict[str, Any], labels: Sequence[str]) -> None:
                 "unit": unit,
                 "values": vals,
                 "ratio": _ratio(vals.get(WEFT), vals.get(REF)),
+                "ratio_helper": _ratio(vals.get(HELPER), vals.get(REF)),
             }
         )
 
@@ -173,6 +175,21 @@ def finalize(results: dict[str, Any], labels: Sequence[str]) -> None:
         for lb in labels
     }
     row("all", "peak RSS of any exec", "MiB", peak)
+    helper = results.get("helper") or {}
+    if helper:
+        none: dict[str, float | None] = {lb: None for lb in labels}
+        row(
+            "helper",
+            "weft serve RSS (end of run)",
+            "MiB",
+            {**none, HELPER: _mib(helper.get("rss_kib"))},
+        )
+        row(
+            "helper",
+            "weft serve peak RSS (VmHWM)",
+            "MiB",
+            {**none, HELPER: _mib(helper.get("hwm_kib"))},
+        )
     results["figures"] = rows
     results["targets"] = _targets(results, labels, rows)
 
@@ -239,6 +256,32 @@ def _targets(
     )
     target("fill: weft ADD cost full / empty", value_of("full / empty ADD cost", WEFT), 1.5, "x")
     target("weft peak RSS per exec", value_of("peak RSS of any exec", WEFT), 40.0, " MiB")
+    if HELPER in labels:
+
+        def helper_ratio(metric: str) -> float | None:
+            for r in rows:
+                if r["metric"] == metric:
+                    return r["ratio_helper"]  # type: ignore[no-any-return]
+            return None
+
+        hb = results.get("correctness", {}).get(HELPER, {}).get("burst")
+        helper_burst_ok = bool(hb) and (
+            hb.get("all_distinct")
+            and hb.get("add_failed") == 0
+            and hb.get("del_failed") == 0
+            and hb.get("duplicates") == 0
+        )
+        hcyc = helper_ratio("ADD+DEL cycle wall p50")
+        target("helper ADD+DEL cycle wall p50, helper/ref", hcyc, 2.5, "x")
+        target("  stretch: same, <= 2x", hcyc, 2.0, "x")
+        target("helper ADD wall p50, helper/ref", helper_ratio("ADD wall p50"), 3.0, "x")
+        target(
+            "helper burst ADD+DEL total wall, helper/ref, 0 duplicates/failures",
+            helper_ratio("ADD+DEL total wall"),
+            3.0,
+            "x",
+            helper_burst_ok,
+        )
     return out
 
 
@@ -253,7 +296,8 @@ def _fmt(v: float | None, unit: str = "") -> str:
 
 
 def table_lines(results: dict[str, Any], labels: Sequence[str], md: bool) -> list[str]:
-    cols = ["section", "metric", "unit", *labels, "weft/ref"]
+    helper = HELPER in labels
+    cols = ["section", "metric", "unit", *labels, "weft/ref", *(["helper/ref"] if helper else [])]
     body = [
         [
             r["section"],
@@ -261,6 +305,7 @@ def table_lines(results: dict[str, Any], labels: Sequence[str], md: bool) -> lis
             r["unit"],
             *[_fmt(r["values"].get(lb), r["unit"]) for lb in labels],
             _fmt(r["ratio"], "x"),
+            *([_fmt(r.get("ratio_helper"), "x")] if helper else []),
         ]
         for r in results["figures"]
     ]
@@ -379,7 +424,7 @@ def _atomic_write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-COLORS = {WEFT: "#d95f02", REF: "#1b9e77"}
+COLORS = {WEFT: "#d95f02", REF: "#1b9e77", HELPER: "#7570b3"}
 
 
 def plot_png(results: dict[str, Any], labels: Sequence[str], path: str) -> None:

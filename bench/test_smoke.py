@@ -146,9 +146,14 @@ def test_weft_quick(tmp_path: Path) -> None:
             pytest.fail("no weft plugin (set WEFT_PLUGIN or build dist/weft/weft)")
         pytest.skip("no weft plugin (set WEFT_PLUGIN or build dist/weft/weft)")
     data = _run_bench(tmp_path, "--weft", weft, "--no-plot")
-    assert list(data["plugins"]) == ["weft", "reference"]
+    assert list(data["plugins"]) == ["weft", "weft-helper", "reference"]
     _assert_correct(data, "weft")
+    _assert_correct(data, "weft-helper")
     _assert_correct(data, "reference")
+    # the helper column really went through the helper: every exec served, none in-process
+    assert data["helper"]["served"] > 0 and data["helper"]["fell_back"] == 0
+    assert data["helper"]["exit"] == 0 and data["helper"]["rss_kib"] > 0
+    assert any(t["target"].startswith("helper ADD+DEL cycle") for t in data["targets"])
     for row in data["figures"]:
         if row["values"].get("weft") and row["values"].get("reference"):
             assert row["ratio"] is not None

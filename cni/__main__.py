@@ -1,6 +1,7 @@
 """``weft`` / ``python -m cni``: the process boundary (real env, stdio, signals).
 
-Kept to the imports that every command needs; ``cni.commands`` (and with it pyroute2)
+A CNI request first goes to the ``weft serve`` helper when one is running (``cni.handoff``,
+before any other import); otherwise it runs here. ``cni.commands`` (and with it pyroute2)
 is imported only for the commands that touch the network, so VERSION stays cheap.
 """
 
@@ -9,7 +10,11 @@ from __future__ import annotations
 import os
 import sys
 
-from cni.dispatch import Dispatcher, Handler
+TYPE_CHECKING = False  # not typing's: the helper's client must not pay for importing typing
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+    from cni.dispatch import Handler
 
 FAULT_ENV = "WEFT_FAULT_AT"  # test seam: SIGKILL ourselves at a named ADD step
 MODULES_ENV = "WEFT_MODULES_OUT"  # test seam: write the names of the loaded modules here
@@ -28,19 +33,34 @@ def _checkpoint(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def main() -> int:
-    if not os.environ.get("CNI_COMMAND"):
-        from cni.person import person  # a person at a shell: never on the CNI exec path
+def run(stdin: BinaryIO) -> int:
+    """One CNI request on this process's environment and stdio: the same code in-process
+    and in a ``weft serve`` child."""
+    from cni.dispatch import Dispatcher
 
-        return person(sys.argv[1:])
-    code = Dispatcher(
-        os.environ.get, sys.stdin.buffer, sys.stdout, sys.stderr, _handler, _checkpoint
-    ).run()
+    code = Dispatcher(os.environ.get, stdin, sys.stdout, sys.stderr, _handler, _checkpoint).run()
     modules_out = os.environ.get(MODULES_ENV)
     if modules_out:  # test seam: which modules this exec loaded (pydantic must not be one)
         with open(modules_out, "w", encoding="utf-8") as f:
             f.write("\n".join(sorted(sys.modules)) + "\n")
     return code
+
+
+def main() -> int:
+    if not os.environ.get("CNI_COMMAND"):
+        from cni.person import person  # a person at a shell: never on the CNI exec path
+
+        return person(sys.argv[1:])
+    from cni.handoff import try_helper
+
+    outcome = try_helper()
+    if outcome.status is not None:
+        return outcome.status
+    if outcome.stdin is None:
+        return run(sys.stdin.buffer)
+    import io
+
+    return run(io.BytesIO(outcome.stdin))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,29 @@ class NetnsGone(InvalidEnv):
     """CNI_NETNS does not exist (any more)."""
 
 
+# CNI_NETNS as the caller opened it, when the caller is a ``weft serve`` client in another
+# mount namespace: path -> open fd, or path -> the errno its open failed with.
+_adopted: dict[str, int] = {}
+_adopted_errno: dict[str, int] = {}
+
+
+def adopt(path: str, fd: int, err: int = 0) -> None:
+    """Make ``open_netns(path)`` answer with ``fd`` (or fail with ``err``) from now on."""
+    if fd >= 0:
+        _adopted[path] = fd
+    else:
+        _adopted_errno[path] = err
+
+
+def _open(path: str) -> int:
+    if path in _adopted:
+        return os.dup(_adopted[path])
+    if path in _adopted_errno:
+        err = _adopted_errno[path]
+        raise OSError(err, os.strerror(err), path)
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+
 def open_netns(path: str) -> int:
     """An O_RDONLY fd on the netns at ``path``; never creates anything.
 
@@ -31,7 +54,7 @@ def open_netns(path: str) -> int:
     if not path.startswith("/"):
         raise InvalidEnv("CNI_NETNS must be an absolute path", path)
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return _open(path)
     except FileNotFoundError as e:
         raise NetnsGone("network namespace not found", f"{path}: {e.strerror}") from None
     except OSError as e:

@@ -43,6 +43,12 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "cni.operator",
         "gc",
     ),
+    "serve": Subcommand(
+        "[--socket PATH]",
+        "the warm helper CNI execs hand their requests to (run by weft.service)",
+        "cni.serve",
+        "main",
+    ),
 }
 
 

@@ -31,6 +31,13 @@ if [ "${WEFT_ONEFILE:-0}" = 1 ]; then
     out="$DISTDIR/$name"
 else
     out="$DISTDIR/$name/$name"
+    # The build identity a `weft serve` helper and its clients compare (cni/handoff.py):
+    # the version plus a digest of every file of the bundle.
+    version=$(cd "$root" && env -u PYTHONOPTIMIZE "$PYTHON" -S -c \
+        'from cni.dispatch import PLUGIN_VERSION; print(PLUGIN_VERSION)')
+    digest=$(cd "$DISTDIR/$name" && find . -type f ! -name weft.build-id -print0 | LC_ALL=C sort -z |
+        xargs -0 sha256sum | sha256sum | cut -c1-40)
+    printf 'weft %s %s\n' "$version" "$digest" >"$DISTDIR/$name/_internal/weft.build-id"
 fi
 # smoke: the frozen binary must answer VERSION (no network, no env beyond CNI_COMMAND)
 v=$(env -i CNI_COMMAND=VERSION "$out" </dev/null)

@@ -11,6 +11,8 @@
 #   WEFT_LIB_DIR  $CNI_BIN_DIR/weft.d       the onedir tree (bootloader weft + _internal/)
 #   WEFT_DIST     <repo>/dist/weft          what to install
 #   WEFT_NO_CONF  set to 1 to install the binary only
+#   SYSTEMD_UNIT_DIR  /etc/systemd/system   where weft.socket + weft.service go (the helper)
+#   WEFT_NO_UNITS set to 1 to install no systemd units
 #
 # Installs:
 #   $WEFT_LIB_DIR/                 the whole onedir tree, replaced as a unit
@@ -109,6 +111,30 @@ if [ "${WEFT_NO_CONF:-0}" != 1 ]; then
         echo "install.sh: $dst exists and was not installed by weft; left as is" >&2
     fi
 fi
+
+# >>> weft serve helper: systemd units (socket activation) -------------------------------
+# weft.socket + weft.service, with the lib dir filled in; recorded as files ("f"), so
+# uninstall.sh removes them when unchanged. Installed, not enabled: enabling the helper is
+# the operator's choice (README: `systemctl enable --now weft.socket`).
+if [ "${WEFT_NO_UNITS:-0}" != 1 ]; then
+    SYSTEMD_UNIT_DIR=${SYSTEMD_UNIT_DIR:-/etc/systemd/system}
+    case "$SYSTEMD_UNIT_DIR" in /*) ;; *) die "$SYSTEMD_UNIT_DIR: must be an absolute path" ;; esac
+    mkdirs "$SYSTEMD_UNIT_DIR"
+    for unit in weft.socket weft.service; do
+        dst="$DESTDIR$SYSTEMD_UNIT_DIR/$unit"
+        sed "s|@WEFT_LIB_DIR@|$WEFT_LIB_DIR|g" "$here/$unit" >"$dst.tmp.$$"
+        chmod 644 "$dst.tmp.$$"
+        mv -f "$dst.tmp.$$" "$dst"
+        echo "f $(sha256sum "$dst" | cut -d' ' -f1) $SYSTEMD_UNIT_DIR/$unit" >>"$new_manifest"
+    done
+    if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        systemctl daemon-reload || true
+        # a running helper of the old build exits by itself on its next request; restart
+        # it now so that the new build serves at once
+        if systemctl is-active --quiet weft.service; then systemctl restart weft.service || true; fi
+    fi
+fi
+# <<< weft serve helper ------------------------------------------------------------------
 
 install -m 644 "$new_manifest" "$manifest"
 echo "installed weft: $DESTDIR$CNI_BIN_DIR/weft -> $target"

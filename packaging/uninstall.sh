@@ -20,6 +20,13 @@ saved=$(mktemp)
 trap 'rm -f "$saved"' EXIT
 cp "$manifest" "$saved"
 
+# >>> weft serve helper: stop and disable it before its units go ----------------------------
+if [ -z "$DESTDIR" ] && grep -q '/weft\.socket$' "$saved" && [ -d /run/systemd/system ] \
+    && command -v systemctl >/dev/null; then
+    systemctl disable --now weft.socket weft.service 2>/dev/null || true
+fi
+# <<< weft serve helper ------------------------------------------------------------------
+
 # files and links first, then the tree (which holds the manifest), then directories,
 # innermost first (the manifest lists them outermost first)
 while read -r kind a b; do
@@ -49,4 +56,10 @@ done <"$saved"
 grep '^d ' "$saved" | sed -n '1!G;h;$p' | while read -r _ d; do
     rmdir "$DESTDIR$d" 2>/dev/null || true
 done
+# >>> weft serve helper ---------------------------------------------------------------------
+if [ -z "$DESTDIR" ] && grep -q '/weft\.socket$' "$saved" && [ -d /run/systemd/system ] \
+    && command -v systemctl >/dev/null; then
+    systemctl daemon-reload || true
+fi
+# <<< weft serve helper ------------------------------------------------------------------
 echo "uninstalled weft from ${DESTDIR:-/}"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The demo: a sandbox k3s-style node (a network namespace) gets three pods networked by the
 # frozen weft plugin, exactly as containerd would call it, then tears them down.
+# Then the same pods again, each set up once in-process and once through a `weft serve`
+# helper started in the sandbox node, with the time each took.
 # Nothing outside the sandbox namespaces and a temp dir is touched.
 set -euo pipefail
 PLUGIN=${WEFT_PLUGIN:-$(pwd)/dist/weft/weft}
@@ -9,7 +11,9 @@ id=$$
 node=weft-demo-$id
 tmp=$(mktemp -d /tmp/weft-demo.XXXXXX)
 pods=()
+helper=
 cleanup() {
+  [ -n "$helper" ] && kill "$helper" 2>/dev/null && wait "$helper" 2>/dev/null || true
   for p in "${pods[@]}"; do ip netns del "$p" 2>/dev/null || true; done
   ip netns del "$node" 2>/dev/null || true
   rm -rf "$tmp"
@@ -28,8 +32,9 @@ conf=$(cat <<EOT
  "delegate":{"hairpinMode":true,"forceAddress":true,"isDefaultGateway":true}}
 EOT
 )
+sock=off  # where the plugin looks for the helper (off: always in-process)
 cni() {  # cni COMMAND CONTAINER_ID NETNS
-  CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=$3 CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
+  WEFT_SOCKET=$sock CNI_COMMAND=$1 CNI_CONTAINERID=$2 CNI_NETNS=$3 CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
     ip netns exec "$node" "$PLUGIN" <<<"$conf"
 }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -63,4 +68,33 @@ left=$(find "$tmp/networks/cbr0" -maxdepth 1 -type f -name '10.*' | wc -l)
 veths=$(ip -n "$node" -o link show type veth | wc -l)
 echo "reservations left: $left, veths left: $veths"
 [ "$left" -eq 0 ] && [ "$veths" -eq 0 ]
+
+ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
+say "the helper: weft serve in the sandbox node (the same binary, pre-imported, forks per request)"
+sock=$tmp/run/weft.sock
+ip netns exec "$node" "$PLUGIN" serve --socket "$sock" 2>"$tmp/serve.log" &
+helper=$!
+for _ in $(seq 100); do grep -q "serving on" "$tmp/serve.log" 2>/dev/null && break; sleep 0.1; done
+cat "$tmp/serve.log"
+rows=()
+for i in 1 2 3; do
+  for mode in in-process helper; do
+    if [ "$mode" = helper ]; then sock=$tmp/run/weft.sock; else sock=off; fi
+    start=$(date +%s%N); cni ADD "pod$i" "/run/netns/$node-pod$i" >"$tmp/r.json"; add=$(ms_since "$start")
+    addr=$(ip -n "$node-pod$i" -br addr show dev eth0 | awk '{print $3}')
+    start=$(date +%s%N); cni DEL "pod$i" "/run/netns/$node-pod$i"; del=$(ms_since "$start")
+    rows+=("$(printf '%-6s %-11s %-15s ADD %4s ms   DEL %4s ms' "pod$i" "$mode" "$addr" "$add" "$del")")
+  done
+done
+say "the same pods, in-process and through the helper (wall time of each exec)"
+printf '%s\n' "${rows[@]}"
+say "what the helper logged (one line per request: command, container, exit code, time)"
+grep "request " "$tmp/serve.log"
+served=$(grep -c "request " "$tmp/serve.log" || true)
+kill -TERM "$helper"; wait "$helper"; rc=$?; helper=
+echo "helper stopped (exit $rc) after serving $served requests"
+left=$(find "$tmp/networks/cbr0" -maxdepth 1 -type f -name '10.*' | wc -l)
+veths=$(ip -n "$node" -o link show type veth | wc -l)
+echo "reservations left: $left, veths left: $veths"
+[ "$rc" -eq 0 ] && [ "$served" -eq 6 ] && [ "$left" -eq 0 ] && [ "$veths" -eq 0 ]
 say "demo ok"

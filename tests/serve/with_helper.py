@@ -1,0 +1,147 @@
+"""Run a test tier with every plugin exec going through a ``weft serve`` helper.
+
+    python3 tests/serve/with_helper.py --plugin dist/weft/weft -- pytest -q tests/kernel
+
+Starts ``<plugin> serve --socket <tmp>/run/weft.sock``, writes a wrapper that execs the plugin
+with ``WEFT_SOCKET`` pointing there (the tiers build each plugin's environment from scratch,
+so the variable has to travel inside the executable they are given), exports it as
+``WEFT_PLUGIN`` and substitutes it for ``@PLUGIN@`` in the command. Afterwards it stops the
+helper with SIGTERM and fails unless the command passed, the helper was alive to the end and
+exited 0, it served at least one request, and no exec fell back to the in-process path
+(``WEFT_FALLBACK_LOG``): a silent fall-back must not pass as a helper run. (Execs and
+served requests can differ by the execs a test kills before they reach the helper.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def wait_listening(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"with_helper: the helper exited early ({proc.returncode})")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(str(path))
+            return
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            s.close()
+    raise SystemExit(f"with_helper: nothing listens on {path} after {timeout} s")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def footprint(pid: int) -> tuple[int, int]:
+    """(open fds, VmRSS KiB) of the helper once it has no child left (all requests reaped)."""
+    end = time.monotonic() + 60
+    while children(pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    rss = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+    return len(os.listdir(f"/proc/{pid}/fd")), rss
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--plugin", required=True, help="the weft executable (client and helper)")
+    ap.add_argument("command", nargs=argparse.REMAINDER)
+    args = ap.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    plugin = str(Path(args.plugin).resolve())
+    tmp = Path(tempfile.mkdtemp(prefix="weft-helper-"))
+    sock = tmp / "run" / "weft.sock"
+    log = tmp / "serve.log"
+    execs = tmp / "execs"
+    fallbacks = tmp / "fallbacks"
+    wrapper = tmp / "weft"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'[ -n "$CNI_COMMAND" ] && echo "$CNI_COMMAND" >>{shlex.quote(str(execs))}\n'
+        f"WEFT_FALLBACK_LOG={shlex.quote(str(fallbacks))} "
+        f"WEFT_SOCKET={shlex.quote(str(sock))} exec {shlex.quote(plugin)} \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
+    with open(log, "wb") as logf:
+        helper = subprocess.Popen(
+            [plugin, "serve", "--socket", str(sock)], stdin=subprocess.DEVNULL, stderr=logf
+        )
+    try:
+        wait_listening(sock, helper)
+        # the baseline once the probe connection is over (accepted, refused, reaped, logged)
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not re.search(
+            r"refused handshake|closed before a request", log.read_text(errors="replace")
+        ):
+            time.sleep(0.02)
+        fds0, rss0 = footprint(helper.pid)
+        fds1, rss1, left = fds0, rss0, 0
+        env = dict(os.environ, WEFT_PLUGIN=str(wrapper))
+        cmd = [c.replace("@PLUGIN@", str(wrapper)) for c in command]
+        print(f"with_helper: helper pid {helper.pid} on {sock}; running {shlex.join(cmd)}",
+              flush=True)
+        rc = subprocess.call(cmd, env=env)
+        alive = helper.poll() is None
+        if alive:
+            fds1, rss1 = footprint(helper.pid)
+            left = len(children(helper.pid))
+    finally:
+        if helper.poll() is None:
+            helper.send_signal(signal.SIGTERM)
+        try:
+            helper_rc = helper.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+            helper_rc = helper.wait()
+    text = log.read_text(errors="replace")
+    served = len(re.findall(r"\]: request command=", text))
+    n_execs = len(execs.read_text().splitlines()) if execs.exists() else 0
+    fell_back = fallbacks.read_text().splitlines() if fallbacks.exists() else []
+    print(f"with_helper: {n_execs} CNI execs through the wrapper, {served} served by the helper, "
+          f"{len(fell_back)} fell back "
+          f"(log: {log})", flush=True)
+    print(f"with_helper: helper fds {fds0} -> {fds1}, RSS {rss0} -> {rss1} KiB, "
+          f"{left} children left", flush=True)
+    problems = []
+    if fds1 > fds0:
+        problems.append(f"the helper's open fds went from {fds0} to {fds1}")
+    if left:
+        problems.append(f"{left} children (requests or zombies) left after the run")
+    if rc != 0:
+        problems.append(f"the command failed ({rc})")
+    if not alive:
+        problems.append(f"the helper died during the run ({helper_rc})")
+    elif helper_rc != 0:
+        problems.append(f"the helper exited {helper_rc} on SIGTERM")
+    if served == 0:
+        problems.append("the helper served no request")
+    if fell_back:
+        problems.append(f"{len(fell_back)} execs fell back to the in-process path: "
+                        f"{fell_back[:5]}")
+    for p in problems:
+        print(f"with_helper: FAIL: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
