@@ -19,10 +19,10 @@ Unknown keys are ignored (runtimes inject ``runtimeConfig``, ``prevResult``,
 from __future__ import annotations
 
 import ipaddress
-import json
 from typing import Any, NamedTuple
 
-from cni.errors import DecodeFailure, InvalidConfig
+from cni.errors import InvalidConfig
+from cni.jsondecode import decode_object
 from cni.spec import check_version, interface_name_problem, is_valid_id
 from cni.types import DNS, IPNetwork, Result, Route, result_from_dict
 from ipam.ranges import Range, RangeSet
@@ -64,14 +64,8 @@ class NetConf(NamedTuple):
 
 
 def decode(raw: bytes) -> dict[str, Any]:
-    """stdin → JSON object (code 6 on anything that is not a JSON object)."""
-    try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DecodeFailure("error parsing network configuration", str(e)) from None
-    if not isinstance(obj, dict):
-        raise DecodeFailure("error parsing network configuration", "expected a JSON object")
-    return obj
+    """stdin → JSON object (code 6 on anything that is not a JSON object we accept)."""
+    return decode_object(raw)
 
 
 def is_flannel_shape(obj: dict[str, Any]) -> bool:

@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, NamedTuple, TextIO
 
 from cni import spec
-from cni.errors import CNIError, IncompatibleVersion
+from cni.errors import CNIError, DecodeFailure, IncompatibleVersion
+from cni.jsondecode import decode_json, decode_object, read_bounded
 from cni.log import Log
 
 ABOUT = "weft: CNI plugin (veth + bridge + host-local IPAM from the flannel subnet file)"
@@ -70,12 +71,12 @@ class Dispatcher:
             if command == "VERSION":
                 spec.read_env(self._getenv)
                 return self._version()
-            raw = self._stdin.read()
-            obj = _lenient(raw)  # so that even an env error answers in the config's version
+            try:  # decoded first so that even an env error answers in the config's version
+                obj = decode_object(read_bounded(self._stdin))
+            except DecodeFailure:
+                spec.read_env(self._getenv)  # but a bad env is reported first (skel's order)
+                raise
             env = spec.read_env(self._getenv)
-            from cni.config import decode  # not needed for VERSION
-
-            obj = decode(raw)
             version = spec.check_version(obj.get("cniVersion"))
             minimum = spec.MIN_VERSION.get(env.command)
             if minimum and spec.version_tuple(version) < spec.version_tuple(minimum):
@@ -99,15 +100,15 @@ class Dispatcher:
             return self._fail(CNIError("unexpected error", f"{type(e).__name__}: {e}"), obj)
 
     def _version(self) -> int:
-        raw = self._stdin.read() if self._stdin is not None else b""
+        raw = read_bounded(self._stdin)
         want = spec.CURRENT_VERSION
         if raw.strip():
-            try:
-                obj = json.loads(raw)
-                if isinstance(obj, dict) and isinstance(obj.get("cniVersion"), str):
-                    want = obj["cniVersion"]
-            except ValueError:
-                pass
+            try:  # VERSION answers whatever stdin holds; a readable cniVersion picks the answer's
+                obj = decode_json(raw)
+            except DecodeFailure:
+                obj = None
+            if isinstance(obj, dict) and isinstance(obj.get("cniVersion"), str):
+                want = obj["cniVersion"]
         self._print(
             {
                 "cniVersion": want if want in spec.SUPPORTED_VERSIONS else spec.CURRENT_VERSION,
@@ -120,14 +121,6 @@ class Dispatcher:
         self.log.error(f"code {err.code}: {err}")
         self._print(err.to_dict(_config_version(obj)))
         return 1
-
-
-def _lenient(raw: bytes) -> dict[str, Any] | None:
-    try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _str_or_none(v: object) -> str | None:
