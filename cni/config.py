@@ -32,6 +32,8 @@ DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_BRIDGE = "cni0"
 DEFAULT_LOCK_TIMEOUT = 60.0
+# a day: longer than any runtime waits for a plugin, and within what a lock wait can take
+MAX_LOCK_TIMEOUT = 86400.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -315,9 +317,12 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
         raise InvalidConfig(
             "invalid network configuration: logLevel", f"{log_level!r} not in {LOG_LEVELS}"
         )
-    lock_timeout = float(_get(obj, "lockTimeout", float, DEFAULT_LOCK_TIMEOUT))
-    if lock_timeout <= 0:
-        raise InvalidConfig("invalid network configuration: lockTimeout", "must be positive")
+    lock_timeout = _get(obj, "lockTimeout", float, DEFAULT_LOCK_TIMEOUT)
+    if not 0 < lock_timeout <= MAX_LOCK_TIMEOUT:  # compared before float(): ints may be huge
+        raise InvalidConfig(
+            "invalid network configuration: lockTimeout",
+            f"must be more than 0 and at most {MAX_LOCK_TIMEOUT:g} seconds",
+        )
     return NetConf(
         cni_version=version,
         name=name,
@@ -338,5 +343,5 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
         valid_attachments=_valid_attachments(obj),
         log_file=_get(obj, "logFile", str, None),
         log_level=log_level,
-        lock_timeout=lock_timeout,
+        lock_timeout=float(lock_timeout),
     )

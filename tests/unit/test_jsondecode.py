@@ -1,5 +1,6 @@
 """The one decoder of stdin JSON: pathological input is code 6 with a message saying why,
-through the decoder and through the dispatcher (ADD and VERSION), never 999."""
+through the decoder and through the dispatcher (ADD and VERSION), never 999; and every field
+of every config shape given every wrong JSON type (tests/wrongtypes.py), through the parser."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Any
 
 import pytest
 
+from cni.config import parse_netconf
 from cni.dispatch import Dispatcher
-from cni.errors import DecodeFailure, IncompatibleVersion
+from cni.errors import CNIError, DecodeFailure, IncompatibleVersion
 from cni.jsondecode import MAX_BYTES, MAX_DEPTH, decode_json, decode_object, read_bounded
 from cni.spec import check_version
+from ipam.subnetfile import parse_subnet_file
+from tests import wrongtypes
 
 ENV = {
     "CNI_COMMAND": "ADD",
@@ -174,3 +178,40 @@ def test_wrong_cni_version_is_code_1(v: object) -> None:
     with pytest.raises(IncompatibleVersion) as e:
         check_version(v)
     assert e.value.code == 1 and "missing" not in e.value.msg
+
+
+# ---- every field of every shape, every wrong JSON type, in-process -------------------------
+SUBNET = parse_subnet_file(
+    "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.0.1/24\nFLANNEL_MTU=1450\n"
+    "FLANNEL_IPMASQ=true\n", "/run/flannel/subnet.env"
+)
+FILL = {wrongtypes.DATA_DIR: "/var/lib/cni/networks", wrongtypes.SUBNET_FILE: "/x/subnet.env",
+        wrongtypes.LOG_FILE: "/x/weft.log"}
+
+
+@pytest.mark.parametrize("shape", sorted(wrongtypes.FULL))
+def test_full_configs_parse(shape: str) -> None:
+    conf = wrongtypes.build(shape, ("name",), "cbr0", FILL)
+    c = parse_netconf(decode_object(json.dumps(conf).encode()), SUBNET)
+    assert c.prev_result is not None and c.valid_attachments is not None
+    assert c.dns.nameservers == ("10.43.0.10",) and c.mtu == 1450
+
+
+def test_every_field_every_wrong_type_is_refused_or_harmless() -> None:
+    """Through the same decode + parse the exec path runs: a CNI error with a spec code
+    naming the field, or a config (for fields weft does not read) -- never anything else."""
+    seen: dict[str, int] = {}
+    for shape, path, tname, value in wrongtypes.cases():
+        conf = wrongtypes.build(shape, path, value, FILL)
+        raw = json.dumps(conf).encode()
+        case = f"{wrongtypes.case_id(shape, path)} = {tname}"
+        try:
+            parse_netconf(decode_object(raw), SUBNET)
+            seen["accepted"] = seen.get("accepted", 0) + 1
+        except CNIError as e:
+            assert e.code in (1, 6, 7), f"{case}: {e.code} {e}"
+            field = str(path[0]) if path[0] != "delegate" or len(path) == 1 else str(path[1])
+            if e.code == 7 and path[0] not in ("prevResult",):
+                assert field in str(e), f"{case}: message does not name the field: {e}"
+            seen[f"code {e.code}"] = seen.get(f"code {e.code}", 0) + 1
+    assert seen.get("code 7", 0) > 500, seen  # the table does reach the type checks
