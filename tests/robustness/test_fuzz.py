@@ -578,8 +578,8 @@ def _safe_to_run(raw: bytes, command: str, tmp: Path) -> bool:
         v = conf.get(key)
         if isinstance(v, str) and v and not v.startswith(inside + "/"):
             return False
-    if conf.get("subnetFile") is None and "delegate" in conf:
-        return False  # the default subnet file is the machine's
+    if ("subnetFile" in conf or "delegate" in conf) and conf.get("subnetFile") in (None, ""):
+        return False  # the flannel shape's default subnet file is the machine's
     va = conf.get("cni.dev/valid-attachments")
     if command == "GC" and isinstance(va, list) and all(isinstance(a, dict) for a in va):
         # a list weft could accept must keep the baseline pod valid, or GC sweeps it
