@@ -153,7 +153,11 @@ install_entry_point() {
 }
 
 install_conflist() {
-    [ "${WEFT_NO_CONF:-0}" != 1 ] || return 0
+    if [ "${WEFT_NO_CONF:-0}" = 1 ]; then # not installing it now does not disown one we did
+        _old=$(installed_sum "$CNI_CONF_DIR/$CONFLIST")
+        [ -z "$_old" ] || echo "f $_old $CNI_CONF_DIR/$CONFLIST" >>"$new_manifest"
+        return 0
+    fi
     mkdirs "$CNI_CONF_DIR"
     install_owned_file "$here/$CONFLIST" "$CNI_CONF_DIR/$CONFLIST"
 }

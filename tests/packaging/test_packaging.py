@@ -285,6 +285,16 @@ def test_reinstall_keeps_edited_conflist_owned(dist: Path, destdir: Path) -> Non
     assert not (destdir / "opt/cni/bin/weft.d").exists()
 
 
+def test_reinstall_without_conf_keeps_owning_the_conflist(dist: Path, destdir: Path) -> None:
+    env = {"DESTDIR": str(destdir), "WEFT_DIST": str(dist)}
+    assert _sh("install.sh", env).returncode == 0
+    p = _sh("install.sh", dict(env, WEFT_NO_CONF="1"))
+    assert p.returncode == 0, p.stderr
+    assert "/etc/cni/net.d/10-weft.conflist" in _manifest(destdir)
+    assert _sh("uninstall.sh", {"DESTDIR": str(destdir)}).returncode == 0
+    assert not (destdir / "etc/cni/net.d/10-weft.conflist").exists()
+
+
 def test_reinstall_leaves_a_foreign_conflist_alone(dist: Path, destdir: Path) -> None:
     conf = destdir / "etc/cni/net.d/10-weft.conflist"
     conf.write_text('{"name": "mine"}')
