@@ -10,13 +10,13 @@ huge and non-finite numbers, lone surrogates, huge strings, arrays and objects -
 in byte-level envelopes (BOMs, UTF-16/32, non-UTF-8 bytes, duplicate keys, > 4 MiB). And
 every field of every shape gets every wrong JSON type (tests/wrongtypes.py).
 
-Bounded in CI (about 240 plugin runs). WEFT_FUZZ_SCALE=<n> multiplies the hypothesis
-examples (WEFT_SOAK=1 = x5) and runs the whole wrong-type table (1400 runs) instead of a
-sample; WEFT_FUZZ_WORKER=<i>/<n> gives soak worker i of n its share of the table, so that n
-soak processes run side by side (see tests/robustness/soak.sh). Inputs are kept inside the
-sandbox: absolute paths the fuzzer invents are re-rooted under the test's temp dir, a config
-that would fall back to the machine's default dataDir is never run, /proc, /run, /var, /sys,
-/dev never appear.
+Bounded in CI (about 250 plugin runs, plus 38 path-traversal cases). WEFT_FUZZ_SCALE=<n>
+multiplies the hypothesis examples (WEFT_SOAK=1 = x5) and runs the whole wrong-type table
+(1449 runs) instead of a sample; WEFT_FUZZ_WORKER=<i>/<n> gives soak worker i of n its share
+of the table, so that n soak processes run side by side (tests/robustness/soak.sh).
+Inputs are kept inside the sandbox: absolute paths the fuzzer invents are re-rooted under
+the test's temp dir, a config that would fall back to the machine's default dataDir or
+subnet file is never run, /proc, /run, /var, /sys, /dev never appear.
 """
 
 from __future__ import annotations
