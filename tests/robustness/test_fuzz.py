@@ -227,6 +227,8 @@ def _mutate(conf: dict[str, Any], path: tuple[str, ...], value: Any, delete: boo
         return
     if path in PATHLIKE and isinstance(value, str) and value.startswith("/"):
         value = str(tmp / "fz") + value  # never outside the sandbox
+    elif path == ("logFile",) and isinstance(value, str) and value:
+        value = str(tmp / "fz" / value.replace("/", "_"))  # relative: would land in the cwd
     parent[path[-1]] = value
 
 
