@@ -539,7 +539,9 @@ def _envelope(text: str, kind: str, key: str, token: str) -> bytes:
     if kind in ("invalid-byte", "encoded-surrogate", "truncated-utf8"):
         bad = {"invalid-byte": b"\xff", "encoded-surrogate": b"\xed\xa0\x80",
                "truncated-utf8": b"\xc3"}[kind]
-        return raw.replace(b'"type": "weft"', b'"type": "we' + bad + b'ft"', 1)
+        if raw.startswith(b"{"):  # in a string of its own, whatever the token replaced
+            return b'{"fuzzBytes": "we' + bad + b'ft", ' + raw[1:]
+        return bad + raw
     if kind == "dup-first":  # the original key comes later and wins
         return b"{" + json.dumps(key).encode() + b": " + token.encode("utf-8", "surrogatepass") \
             + b", " + raw[1:]
