@@ -215,3 +215,17 @@ def test_every_field_every_wrong_type_is_refused_or_harmless() -> None:
                 assert field in str(e), f"{case}: message does not name the field: {e}"
             seen[f"code {e.code}"] = seen.get(f"code {e.code}", 0) + 1
     assert seen.get("code 7", 0) > 500, seen  # the table does reach the type checks
+
+
+@pytest.mark.parametrize("timeout", [10**400, 1e300, 86400.5, 0, -1])
+def test_lock_timeout_out_of_range_is_code_7(timeout: float) -> None:
+    """A huge lockTimeout was an OverflowError (float() of a big int, or the lock wait)."""
+    conf = wrongtypes.build("flannel", ("lockTimeout",), timeout, FILL)
+    with pytest.raises(CNIError) as e:
+        parse_netconf(decode_object(json.dumps(conf).encode()), SUBNET)
+    assert e.value.code == 7 and "lockTimeout" in str(e.value)
+
+
+def test_lock_timeout_bound_accepted() -> None:
+    conf = wrongtypes.build("flannel", ("lockTimeout",), 86400, FILL)
+    assert parse_netconf(decode_object(json.dumps(conf).encode()), SUBNET).lock_timeout == 86400.0
