@@ -217,7 +217,9 @@ def test_every_field_every_wrong_type_is_refused_or_harmless() -> None:
     assert seen.get("code 7", 0) > 500, seen  # the table does reach the type checks
 
 
-@pytest.mark.parametrize("timeout", [10**400, 1e300, 86400.5, 0, -1])
+@pytest.mark.parametrize(
+    "timeout", [10**400, 1e300, 86400.5, 0, -1], ids=["10**400", "1e300", "86400.5", "0", "-1"]
+)
 def test_lock_timeout_out_of_range_is_code_7(timeout: float) -> None:
     """A huge lockTimeout was an OverflowError (float() of a big int, or the lock wait)."""
     conf = wrongtypes.build("flannel", ("lockTimeout",), timeout, FILL)
