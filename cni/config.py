@@ -19,12 +19,11 @@ Unknown keys are ignored (runtimes inject ``runtimeConfig``, ``prevResult``,
 from __future__ import annotations
 
 import ipaddress
-import json
 from typing import Any, NamedTuple
 
 from cni.spec import check_version
 from cni.types import DNS, Result, Route, result_from_dict
-from cnispec.errors import DecodeFailure, InvalidConfig
+from cnispec.errors import InvalidConfig
 from cnispec.ip import IPAddress, IPNetwork
 from cnispec.rules import id_problem, interface_name_problem, mtu_problem
 from ipam.ranges import Range, RangeSet
@@ -34,6 +33,8 @@ DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
 DEFAULT_BRIDGE = "cni0"
 DEFAULT_LOCK_TIMEOUT = 60.0
+# a day: longer than any runtime waits for a plugin, and within what a lock wait can take
+MAX_LOCK_TIMEOUT = 86400.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -59,17 +60,6 @@ class NetConf(NamedTuple):
     prev_result: Result | None
     valid_attachments: tuple[tuple[str, str], ...] | None
     lock_timeout: float
-
-
-def decode(raw: bytes) -> dict[str, Any]:
-    """stdin → JSON object (code 6 on anything that is not a JSON object)."""
-    try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DecodeFailure("error parsing network configuration", str(e)) from None
-    if not isinstance(obj, dict):
-        raise DecodeFailure("error parsing network configuration", "expected a JSON object")
-    return obj
 
 
 def is_flannel_shape(obj: dict[str, Any]) -> bool:
@@ -324,9 +314,12 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
         raise InvalidConfig(
             "invalid network configuration: logLevel", f"{log_level!r} not in {LOG_LEVELS}"
         )
-    lock_timeout = float(_get(obj, "lockTimeout", float, DEFAULT_LOCK_TIMEOUT))
-    if lock_timeout <= 0:
-        raise InvalidConfig("invalid network configuration: lockTimeout", "must be positive")
+    lock_timeout = _get(obj, "lockTimeout", float, DEFAULT_LOCK_TIMEOUT)
+    if not 0 < lock_timeout <= MAX_LOCK_TIMEOUT:  # compared before float(): ints may be huge
+        raise InvalidConfig(
+            "invalid network configuration: lockTimeout",
+            f"must be more than 0 and at most {MAX_LOCK_TIMEOUT:g} seconds",
+        )
     return NetConf(
         cni_version=version,
         name=name,
@@ -343,7 +336,7 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
         dns=_dns(opts.get("dns") if flannel else obj.get("dns")),
         prev_result=result_from_dict(prev) if prev is not None else None,
         valid_attachments=_valid_attachments(obj),
-        lock_timeout=lock_timeout,
+        lock_timeout=float(lock_timeout),
     )
 
 

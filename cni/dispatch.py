@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, NamedTuple, TextIO
 
 from cni import spec
+from cni.jsondecode import decode_json, decode_object, read_bounded
 from cni.log import Log, pod_context
 from cnispec.errors import CNIError, DecodeFailure, IncompatibleVersion, os_errors
 
@@ -75,16 +76,12 @@ class Dispatcher:
             if command == "VERSION":
                 spec.read_env(self._getenv)
                 return self._version()
-            from cni.config import decode  # not needed for VERSION
-
-            try:
-                with os_errors("reading the network configuration from stdin"):
-                    raw = self._stdin.read()
-                conf = decode(raw)
+            try:  # decoded first, so that even an env error answers in the config's version
+                conf = decode_object(self._read_stdin())
             except DecodeFailure:
-                spec.read_env(self._getenv)  # an env error is reported first, as skel does
+                spec.read_env(self._getenv)  # but a bad env is reported first, as skel does
                 raise
-            obj = conf  # from here on, errors answer in the config's version
+            obj = conf
             env = spec.read_env(self._getenv)
             version = spec.check_version(conf.get("cniVersion"))
             minimum = spec.MIN_VERSION.get(env.command)
@@ -108,16 +105,20 @@ class Dispatcher:
             self.log.error("unexpected error:\n" + traceback.format_exc())
             return self._fail(CNIError("unexpected error", f"{type(e).__name__}: {e}"), obj)
 
+    def _read_stdin(self) -> bytes:
+        with os_errors("reading the network configuration from stdin"):
+            return read_bounded(self._stdin)
+
     def _version(self) -> int:
-        raw = self._stdin.read() if self._stdin is not None else b""
+        raw = self._read_stdin()
         want = spec.CURRENT_VERSION
         if raw.strip():
-            try:
-                obj = json.loads(raw)
-                if isinstance(obj, dict) and isinstance(obj.get("cniVersion"), str):
-                    want = obj["cniVersion"]
-            except ValueError:
-                pass
+            try:  # VERSION answers whatever stdin holds; a readable cniVersion picks the answer's
+                obj = decode_json(raw)
+            except DecodeFailure:
+                obj = None
+            if isinstance(obj, dict) and isinstance(obj.get("cniVersion"), str):
+                want = obj["cniVersion"]
         self._print(
             {
                 "cniVersion": want if want in spec.SUPPORTED_VERSIONS else spec.CURRENT_VERSION,

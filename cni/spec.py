@@ -27,6 +27,13 @@ def version_tuple(v: str) -> tuple[int, int, int]:
 
 
 def check_version(v: object) -> str:
+    """The config's cniVersion when we support it. Missing is code 1 like any version we do
+    not support: libcni reads a missing cniVersion as 0.1.0."""
+    if v is None:
+        raise IncompatibleVersion(
+            "cniVersion is missing",
+            f"the config must set cniVersion to one of {list(SUPPORTED_VERSIONS)}",
+        )
     if not isinstance(v, str):
         raise IncompatibleVersion("cniVersion must be a string", repr(v))
     if v not in SUPPORTED_VERSIONS:

@@ -141,10 +141,13 @@ def _tree(root: Path) -> dict[str, str]:
     return out
 
 
-def _sh(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _sh(
+    script: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     e = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **env}
     return subprocess.run(
-        [str(PACKAGING / script)], env=e, capture_output=True, text=True, timeout=120, check=False
+        [str(PACKAGING / script)], env=e, capture_output=True, text=True, timeout=timeout,
+        check=False,
     )
 
 
@@ -189,10 +192,22 @@ def test_install_uninstall_roundtrip(dist: Path, destdir: Path) -> None:
     assert _tree(destdir) == before
 
 
+K3S_BIN = "var/lib/rancher/k3s/data/current/bin"
+
+
+def _k3s_node(dest: Path) -> None:
+    """What a k3s node has in its bin dir: host-local (a link to k3s's multi-call cni)."""
+    (dest / K3S_BIN).mkdir(parents=True)
+    (dest / K3S_BIN / "cni").write_bytes(b"\x7fELF not really")
+    (dest / K3S_BIN / "host-local").symlink_to("cni")
+
+
 def test_install_into_empty_destdir_custom_dirs(dist: Path, tmp_path: Path) -> None:
     """k3s layout; install creates the directories and uninstall removes them again."""
     dest = tmp_path / "empty"
     dest.mkdir()
+    _k3s_node(dest)
+    before = _tree(dest)
     env = {
         "DESTDIR": str(dest),
         "WEFT_DIST": str(dist),
@@ -207,7 +222,7 @@ def test_install_into_empty_destdir_custom_dirs(dist: Path, tmp_path: Path) -> N
     assert (dest / "var/lib/rancher/k3s/agent/etc/cni/net.d/10-weft.conflist").is_file()
     p = _sh("uninstall.sh", {k: v for k, v in env.items() if k != "WEFT_DIST"})
     assert p.returncode == 0, p.stderr
-    assert _tree(dest) == {}
+    assert _tree(dest) == before
 
 
 def test_uninstall_keeps_edited_conflist(dist: Path, destdir: Path) -> None:
@@ -218,6 +233,135 @@ def test_uninstall_keeps_edited_conflist(dist: Path, destdir: Path) -> None:
     p = _sh("uninstall.sh", {"DESTDIR": str(destdir)})
     assert p.returncode == 0 and "kept" in p.stderr
     assert conf.exists() and not (destdir / "opt/cni/bin/weft").exists()
+
+
+def test_install_into_missing_destdir(dist: Path, tmp_path: Path) -> None:
+    """DESTDIR that does not exist yet is created (as `make install DESTDIR=` users expect),
+    and the walk up the missing directories ends at / instead of spinning there."""
+    dest = tmp_path / "new" / "dir"
+    env = {"DESTDIR": str(dest), "WEFT_DIST": str(dist)}
+    p = _sh("install.sh", env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert_version(run([str(dest / "opt/cni/bin/weft")], {"CNI_COMMAND": "VERSION"}))
+    assert (dest / "etc/cni/net.d/10-weft.conflist").is_file()
+    p = _sh("uninstall.sh", {"DESTDIR": str(dest)}, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert _tree(dest) == {}  # every directory install made is gone; DESTDIR itself stays
+
+
+def test_install_loops_are_bounded() -> None:
+    """Every loop in the scripts walks a finite input (a file, a list) or has a bound."""
+    for script in ("install.sh", "uninstall.sh"):
+        text = (PACKAGING / script).read_text()
+        for line in text.splitlines():
+            code = line.split("#", 1)[0]
+            if code.lstrip().startswith(("while ", "until ")):
+                bounded = "read " in code or '-lt "$MAX_DEPTH"' in code
+                assert bounded, f"{script}: unbounded loop {line!r}"
+
+
+def _manifest(dest: Path, lib: str = "opt/cni/bin/weft.d") -> str:
+    return (dest / lib / ".install-manifest").read_text()
+
+
+def test_reinstall_keeps_edited_conflist_owned(dist: Path, destdir: Path) -> None:
+    """An edited conflist that weft installed is still weft's: kept, not overwritten,
+    reported as modified, still in the manifest; uninstall keeps it and says so."""
+    env = {"DESTDIR": str(destdir), "WEFT_DIST": str(dist)}
+    assert _sh("install.sh", env).returncode == 0
+    conf = destdir / "etc/cni/net.d/10-weft.conflist"
+    edited = conf.read_text().replace('"hairpinMode": true', '"hairpinMode": false')
+    conf.write_text(edited)
+    p = _sh("install.sh", env)
+    assert p.returncode == 0, p.stderr
+    assert "not installed by weft" not in p.stderr
+    assert "modified" in p.stderr and str(conf) in p.stderr, p.stderr
+    assert conf.read_text() == edited
+    assert "/etc/cni/net.d/10-weft.conflist" in _manifest(destdir)
+    p = _sh("uninstall.sh", {"DESTDIR": str(destdir)})
+    assert p.returncode == 0, p.stderr
+    assert "modified" in p.stderr and "kept" in p.stderr and str(conf) in p.stderr, p.stderr
+    assert conf.read_text() == edited
+    assert not (destdir / "opt/cni/bin/weft").exists()
+    assert not (destdir / "opt/cni/bin/weft.d").exists()
+
+
+def test_reinstall_without_conf_keeps_owning_the_conflist(dist: Path, destdir: Path) -> None:
+    env = {"DESTDIR": str(destdir), "WEFT_DIST": str(dist)}
+    assert _sh("install.sh", env).returncode == 0
+    p = _sh("install.sh", dict(env, WEFT_NO_CONF="1"))
+    assert p.returncode == 0, p.stderr
+    assert "/etc/cni/net.d/10-weft.conflist" in _manifest(destdir)
+    assert _sh("uninstall.sh", {"DESTDIR": str(destdir)}).returncode == 0
+    assert not (destdir / "etc/cni/net.d/10-weft.conflist").exists()
+
+
+def test_reinstall_leaves_a_foreign_conflist_alone(dist: Path, destdir: Path) -> None:
+    conf = destdir / "etc/cni/net.d/10-weft.conflist"
+    conf.write_text('{"name": "mine"}')
+    env = {"DESTDIR": str(destdir), "WEFT_DIST": str(dist)}
+    p = _sh("install.sh", env)
+    assert p.returncode == 0 and "not installed by weft" in p.stderr, p.stderr
+    assert conf.read_text() == '{"name": "mine"}'
+    assert "10-weft.conflist" not in _manifest(destdir)
+    assert _sh("uninstall.sh", {"DESTDIR": str(destdir)}).returncode == 0
+    assert conf.read_text() == '{"name": "mine"}'
+
+
+def test_uninstall_with_other_variables_says_where_it_looked(
+    dist: Path, destdir: Path
+) -> None:
+    env = {"DESTDIR": str(destdir), "WEFT_DIST": str(dist), "WEFT_LIB_DIR": "/opt/weft"}
+    assert _sh("install.sh", env).returncode == 0
+    installed = _tree(destdir)
+    p = _sh("uninstall.sh", {"DESTDIR": str(destdir)})  # WEFT_LIB_DIR forgotten
+    assert p.returncode != 0, p.stderr
+    looked = str(destdir / "opt/cni/bin/weft.d/.install-manifest")
+    assert looked in p.stderr, p.stderr
+    assert "same variables" in p.stderr and "WEFT_LIB_DIR" in p.stderr, p.stderr
+    # the entry point it found tells where the install is
+    assert "WEFT_LIB_DIR=/opt/weft" in p.stderr, p.stderr
+    assert _tree(destdir) == installed  # nothing touched
+    p = _sh("uninstall.sh", {"DESTDIR": str(destdir), "WEFT_LIB_DIR": "/opt/weft"})
+    assert p.returncode == 0, p.stderr
+    assert not (destdir / "opt/weft").exists() and not (destdir / "opt/cni/bin/weft").exists()
+
+
+def test_uninstall_where_nothing_is_installed_fails_and_says_so(destdir: Path) -> None:
+    before = _tree(destdir)
+    env = {"DESTDIR": str(destdir), "CNI_BIN_DIR": "/usr/libexec/cni"}
+    p = _sh("uninstall.sh", env)
+    assert p.returncode != 0
+    assert str(destdir / "usr/libexec/cni/weft.d/.install-manifest") in p.stderr, p.stderr
+    assert "CNI_BIN_DIR=/usr/libexec/cni" in p.stderr, p.stderr
+    assert _tree(destdir) == before
+
+
+@pytest.mark.parametrize("layout", ["missing", "no-host-local"])
+def test_k3s_bin_dir_must_be_a_real_k3s_bin_dir(
+    dist: Path, tmp_path: Path, layout: str
+) -> None:
+    """The README's k3s recipe on a node without that k3s dir must not create a bin dir
+    no runtime reads and call it installed."""
+    dest = tmp_path / "node"
+    dest.mkdir()
+    if layout == "no-host-local":
+        (dest / K3S_BIN).mkdir(parents=True)
+    before = _tree(dest)
+    env = {
+        "DESTDIR": str(dest),
+        "WEFT_DIST": str(dist),
+        "CNI_BIN_DIR": "/" + K3S_BIN,
+        "WEFT_LIB_DIR": "/opt/weft",
+    }
+    p = _sh("install.sh", env)
+    assert p.returncode != 0, p.stdout
+    assert "installed weft" not in p.stdout
+    assert "host-local" in p.stderr and str(dest / K3S_BIN) in p.stderr, p.stderr
+    assert _tree(dest) == before  # refused before anything was made
+    _k3s_node(dest) if layout == "missing" else (dest / K3S_BIN / "host-local").touch()
+    p = _sh("install.sh", env)
+    assert p.returncode == 0, p.stderr
 
 
 @pytest.fixture

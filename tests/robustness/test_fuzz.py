@@ -1,13 +1,22 @@
-"""Issue 5, hostile and broken input. Property-based (hypothesis) runs of the real plugin
-binary with random / mutated CNI_* environments, stdin, subnet files and store contents:
-every run prints one well-formed CNI result or CNI error JSON object on stdout (int
-``code``, str ``msg``; never a traceback, never code 999 for bad input) and leaves nothing
-behind. Path traversal through the container ID, network name, ifname or dataDir is
-refused before anything touches the disk.
+"""Hostile and broken input. Property-based (hypothesis) runs of the real plugin binary with
+random / mutated CNI_* environments, stdin, subnet files and store contents: every run prints
+one well-formed CNI result or CNI error JSON object on stdout (int ``code``, str ``msg``;
+never a traceback, never code 999) and leaves nothing behind. Path traversal through the
+container ID, network name, ifname or dataDir is refused before anything touches the disk.
 
-Bounded: ~130 plugin runs by default across the properties (WEFT_FUZZ_SCALE=<n> multiplies,
-WEFT_SOAK=1 = x5). Inputs are kept inside the sandbox: absolute paths the fuzzer invents
-are re-rooted under the test's temp dir, /proc, /run, /var, /sys, /dev never appear.
+The stdin generators are structure-aware: a full config of either shape (flannel, bridge,
+host-local legacy) with a JSON token spliced in at any field -- nesting thousands deep,
+huge and non-finite numbers, lone surrogates, huge strings, arrays and objects -- wrapped
+in byte-level envelopes (BOMs, UTF-16/32, non-UTF-8 bytes, duplicate keys, > 4 MiB). And
+every field of every shape gets every wrong JSON type (tests/wrongtypes.py).
+
+Bounded in CI (about 250 plugin runs, plus 38 path-traversal cases). WEFT_FUZZ_SCALE=<n>
+multiplies the hypothesis examples (WEFT_SOAK=1 = x5) and runs the whole wrong-type table
+(1449 runs) instead of a sample; WEFT_FUZZ_WORKER=<i>/<n> gives soak worker i of n its share
+of the table, so that n soak processes run side by side (tests/robustness/soak.sh).
+Inputs are kept inside the sandbox: absolute paths the fuzzer invents are re-rooted under
+the test's temp dir, a config that would fall back to the machine's default dataDir or
+subnet file is never run, /proc, /run, /var, /sys, /dev never appear.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests import wrongtypes
 from tests.netns import Node, Outcome
 from tests.robustness._support import (
     FIGURES,
@@ -66,6 +76,7 @@ class Sandbox:
         self.node = node
         self.base_pod = node.pod()
         self.target = node.pod()  # the netns fuzzed ADDs may use
+        (node.tmp / "fz").mkdir(exist_ok=True)  # where fuzzed logFiles go (not compared)
         expect_result(node.add(self.base_pod, BASE))
         self.baseline = self.snapshot()
 
@@ -216,6 +227,8 @@ def _mutate(conf: dict[str, Any], path: tuple[str, ...], value: Any, delete: boo
         return
     if path in PATHLIKE and isinstance(value, str) and value.startswith("/"):
         value = str(tmp / "fz") + value  # never outside the sandbox
+    elif path == ("logFile",) and isinstance(value, str) and value:
+        value = str(tmp / "fz" / value.replace("/", "_"))  # relative: would land in the cwd
     parent[path[-1]] = value
 
 
@@ -447,3 +460,207 @@ def test_corrupt_store_files_are_reported(node: Node) -> None:
     said = status.stderr + (log.read_text() if log.exists() else "")
     for name in ("10.42.0.77", "10.42.0.078"):
         assert name in said, f"corrupt store file {name} was not reported: {said[-600:]!r}"
+
+
+# ---- 7. structure-aware stdin --------------------------------------------------------------
+MARK = "@@fuzz-token@@"  # a string in the rendered config, replaced by the raw token
+PATHLIKE_KEYS = ("dataDir", "subnetFile", "logFile")
+
+
+def _deep(n: int, kind: str) -> str:
+    if kind == "arrays":
+        return "[" * n + "]" * n
+    if kind == "objects":
+        return '{"a":' * n + "1" + "}" * n
+    if kind == "mixed":
+        return '[{"a":' * (n // 2) + "1" + "}]" * (n // 2)
+    return "[" * n + "{" * n  # never closed
+
+
+DEPTHS = st.one_of(st.sampled_from([63, 64, 65, 100, 999, 1000, 5000, 100_000]),
+                   st.integers(1, 200_000))
+DIGITS = st.one_of(st.sampled_from([19, 20, 309, 310, 4300, 4301, 20_000]),
+                   st.integers(1, 5000))
+TOKENS = st.one_of(
+    st.builds(_deep, DEPTHS, st.sampled_from(["arrays", "objects", "mixed", "unclosed"])),
+    st.builds(lambda k, sign, frac: sign + "9" * k + frac, DIGITS, st.sampled_from(["", "-"]),
+              st.sampled_from(["", ".5", "e5", "e-5"])),
+    st.sampled_from(["1e999", "-1e999", "1e-999", "1.7976931348623157e308", "1.8e308", "-0",
+                     "-0.0", "4.9e-324", "1E400", "123456789012345678901234567890.5", "65536",
+                     "65535", "-1", "0", "68", "67", "2147483648", "18446744073709551616",
+                     "86400", "86401", "1e10", "0.000001"]),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "nan", "inf", "+1", "01", ".5", "0x10",
+                     "1.", "--1", "tru", "nul"]),
+    st.sampled_from(['"\\ud800"', '"a\\udfffb"', '"\\ude00\\ud83d"', '"\\ud83d\\ude00"',
+                     '"\\u0000"', '"eth0\\u0000"', '"\\\\ud800"', '"\\uDBFF"', '"\\u00e9"',
+                     '"\\ud800', '"\\u12"', '"\\x41"', '"tab\there"']),
+    st.builds(lambda k, c: '"' + c * k + '"',
+              st.one_of(st.sampled_from([15, 16, 255, 256, 4096, 4097]),
+                        st.integers(0, 2_000_000)),
+              st.sampled_from(["a", "[", "{", "/", "\\\\", '\\"', "\u00e9", "\\u00e9", " "])),
+    st.builds(lambda k, el: "[" + ",".join([el] * k) + "]", st.integers(0, 300_000),
+              st.sampled_from(["0", '"x"', "{}", "[]", "null", '{"dst": "10.0.0.0/8"}',
+                               '[{"subnet": "10.42.0.0/24"}]', '"10.43.0.10"',
+                               '{"containerID": "x", "ifname": "eth0"}'])),
+    st.builds(lambda k: "{" + ",".join(f'"k{i}": {i}' for i in range(k)) + "}",
+              st.integers(0, 100_000)),
+    st.builds(lambda k, key: "{" + ",".join([f'"{key}": {i}' for i in range(k)]) + "}",
+              st.integers(2, 50_000), st.sampled_from(["dst", "subnet", "a"])),
+    JSON.map(json.dumps),
+    st.sampled_from(["null", "true", "false", "{}", "[]", '""', "0", "1.5", '"x"']),
+)
+ENVELOPES = st.sampled_from([
+    "plain", "plain", "plain", "plain", "bom", "bom-twice", "utf16", "utf16le", "utf32",
+    "invalid-byte", "encoded-surrogate", "truncated-utf8", "dup-first", "dup-last",
+    "trailing-junk", "trailing-nul", "leading-ws", "oversize", "truncated",
+])
+
+
+def _reroot(token: str, tmp: Path) -> str:
+    """A path-like field never names a real path: any string lands under tmp/fz."""
+    try:
+        value = json.loads(token)
+    except (ValueError, RecursionError):
+        return token
+    if not isinstance(value, str):
+        return token
+    return json.dumps(str(tmp / "fz") + "/" + value.replace("/", "_")[:200])
+
+
+def _envelope(text: str, kind: str, key: str, token: str) -> bytes:
+    raw = text.encode("utf-8", "surrogatepass")
+    if kind == "bom":
+        return b"\xef\xbb\xbf" + raw
+    if kind == "bom-twice":
+        return b"\xef\xbb\xbf\xef\xbb\xbf" + raw
+    if kind in ("utf16", "utf16le", "utf32"):
+        codec = {"utf16": "utf-16", "utf16le": "utf-16-le", "utf32": "utf-32"}[kind]
+        return text.encode(codec, "surrogatepass")
+    if kind in ("invalid-byte", "encoded-surrogate", "truncated-utf8"):
+        bad = {"invalid-byte": b"\xff", "encoded-surrogate": b"\xed\xa0\x80",
+               "truncated-utf8": b"\xc3"}[kind]
+        if raw.startswith(b"{"):  # in a string of its own, whatever the token replaced
+            return b'{"fuzzBytes": "we' + bad + b'ft", ' + raw[1:]
+        return bad + raw
+    if kind == "dup-first":  # the original key comes later and wins
+        return b"{" + json.dumps(key).encode() + b": " + token.encode("utf-8", "surrogatepass") \
+            + b", " + raw[1:]
+    if kind == "dup-last":  # the duplicate comes later and wins
+        return raw[:-1] + b", " + json.dumps(key).encode() + b": " \
+            + token.encode("utf-8", "surrogatepass") + b"}"
+    if kind == "trailing-junk":
+        return raw + b" x"
+    if kind == "trailing-nul":
+        return raw + b"\x00"
+    if kind == "leading-ws":
+        return b" \t\r\n" * 100 + raw
+    if kind == "oversize":
+        return raw + b" " * (4 * 1024 * 1024)
+    if kind == "truncated":
+        return raw[: len(raw) // 2]
+    return raw
+
+
+def _safe_to_run(raw: bytes, command: str, tmp: Path) -> bool:
+    """Would a plugin that accepts ``raw`` stay inside the sandbox? (Python's decoder accepts
+    a superset of what weft does, so what it cannot decode, weft refuses.)"""
+    try:
+        conf = json.loads(raw)
+    except (ValueError, RecursionError):
+        return True
+    if not isinstance(conf, dict):
+        return True
+    inside = str(tmp)
+    ipam = conf.get("ipam")
+    if ipam is None or isinstance(ipam, dict):  # weft reads dataDir (or its default)
+        data_dir = (ipam or {}).get("dataDir")
+        if not (isinstance(data_dir, str) and not data_dir.startswith("/")) and not (
+            isinstance(data_dir, str) and data_dir.startswith(inside + "/")
+        ):
+            return False
+    for key in ("logFile", "subnetFile"):
+        v = conf.get(key)
+        if isinstance(v, str) and v and not v.startswith(inside + "/"):
+            return False
+    if ("subnetFile" in conf or "delegate" in conf) and conf.get("subnetFile") in (None, ""):
+        return False  # the flannel shape's default subnet file is the machine's
+    va = conf.get("cni.dev/valid-attachments")
+    if command == "GC" and isinstance(va, list) and all(isinstance(a, dict) for a in va):
+        # a list weft could accept must keep the baseline pod valid, or GC sweeps it
+        return wrongtypes.BASE_ATTACHMENT in va
+    return True
+
+
+def _fill(node: Node) -> dict[str, str]:
+    return {wrongtypes.DATA_DIR: str(node.data_dir),
+            wrongtypes.SUBNET_FILE: str(node.subnet_file),
+            wrongtypes.LOG_FILE: str(node.tmp / "fz" / "weft.log")}
+
+
+FIELDS = {shape: sorted(wrongtypes.fields(shape), key=str) for shape in wrongtypes.FULL}
+
+
+@given(data=st.data(), shape=st.sampled_from(sorted(wrongtypes.FULL)), token=TOKENS,
+       envelope=ENVELOPES, other=st.sampled_from(["", "", "", "DEL", "STATUS"]))
+@settings(_settings(60))
+def test_structured_stdin(sandbox: Sandbox, data: st.DataObject, shape: str, token: str,
+                          envelope: str, other: str) -> None:
+    node = sandbox.node
+    where = data.draw(st.one_of(st.sampled_from(FIELDS[shape]), st.just(("fuzzExtra",)),
+                                st.just(())), label="path")
+    conf = wrongtypes.build(shape, ("name",), "cbr0", _fill(node))
+    command = other or wrongtypes.command_for(where)
+    if where and where[-1] in PATHLIKE_KEYS:
+        token = _reroot(token, node.tmp)
+    if where:
+        parent: Any = conf
+        for key in where[:-1]:
+            parent = parent[key]
+        parent[where[-1]] = MARK
+        text = json.dumps(conf, ensure_ascii=False).replace(json.dumps(MARK), token, 1)
+    else:
+        text = token  # the whole document
+    key = data.draw(st.sampled_from(sorted(k for k in conf if k not in PATHLIKE_KEYS)),
+                    label="duplicated key")
+    raw = _envelope(text, envelope, key, token)
+    if not _safe_to_run(raw, command, node.tmp):
+        bump("fuzz.structured_skipped_outside_sandbox")
+        return
+    bump(f"fuzz.structured_envelope.{envelope}")
+    env = {"CNI_CONTAINERID": _valid_id(), "CNI_NETNS": sandbox.target.path}
+    out = node.exec(command, raw, cid=env["CNI_CONTAINERID"], netns=env["CNI_NETNS"])
+    if envelope in ("oversize", "utf16", "utf16le", "utf32", "invalid-byte",
+                    "encoded-surrogate", "truncated-utf8", "trailing-junk", "trailing-nul",
+                    "truncated", "bom-twice"):
+        assert expect_error(out, 6)  # never a valid UTF-8 JSON text of at most 4 MiB
+    sandbox.settle(out, command, raw, env)
+
+
+# ---- 8. every field, every wrong JSON type ------------------------------------------------
+def _table_share() -> list[tuple[str, wrongtypes.Path, str, Any]]:
+    """CI: an even sample across shapes, fields and types; soak: all of it (this worker's)."""
+    cases = wrongtypes.cases()
+    if SCALE == 1:
+        step = max(1, len(cases) // 70)
+        return cases[::step]
+    worker, _, workers = os.environ.get("WEFT_FUZZ_WORKER", "0/1").partition("/")
+    return cases[int(worker)::int(workers)]
+
+
+def test_every_field_every_wrong_type(sandbox: Sandbox) -> None:
+    node = sandbox.node
+    fill = _fill(node)
+    refused = 0
+    for shape, path, tname, value in _table_share():
+        conf = wrongtypes.build(shape, path, value, fill)
+        command = wrongtypes.command_for(path)
+        env = {"CNI_CONTAINERID": _valid_id(), "CNI_NETNS": sandbox.target.path}
+        out = node.exec(command, conf, cid=env["CNI_CONTAINERID"], netns=env["CNI_NETNS"])
+        bump("fuzz.wrong_type_cases")
+        try:
+            sandbox.settle(out, command, conf, env)
+        except AssertionError as e:
+            raise AssertionError(f"{wrongtypes.case_id(shape, path)} = {tname} "
+                                 f"({command}): {e}") from None
+        refused += out.rc != 0
+    assert refused > 0  # the table is not all accepted: the sample reaches the type checks

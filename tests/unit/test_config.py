@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from cni.config import decode, parse_netconf, subnet_file_path
+from cni.config import parse_netconf, subnet_file_path
+from cni.jsondecode import decode_object as decode
 from cnispec.errors import DecodeFailure, IncompatibleVersion, InvalidConfig
 from ipam.subnetfile import parse_subnet_file
 
