@@ -72,7 +72,7 @@ def _source_digest() -> str:
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parts = [root]
-    for pkg in ("cni", "ipam"):
+    for pkg in ("cni", "cnispec", "ipam"):
         d = os.path.join(root, pkg)
         for name in sorted(os.listdir(d)):
             if name.endswith(".py"):
