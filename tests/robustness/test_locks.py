@@ -16,7 +16,18 @@ from typing import Any
 
 import pytest
 
-from tests.netns import Netns, Node, Outcome
+from tests.netns import (
+    Netns,
+    Node,
+    Outcome,
+    nat_mentions,
+    node_veths,
+    owners,
+    pod_links,
+    records,
+    records_for,
+    reserved_by,
+)
 from tests.robustness._support import (
     assert_gone,
     assert_there,
@@ -25,13 +36,6 @@ from tests.robustness._support import (
     expect_result,
     host_veth,
     killed,
-    nat_mentions,
-    node_veths,
-    owners,
-    pod_links,
-    records,
-    records_for,
-    reserved_by,
     result_ip,
 )
 
