@@ -41,7 +41,8 @@ class CommandFailed(subprocess.CalledProcessError):
     """CalledProcessError that also says what the command printed on stderr."""
 
     def __str__(self) -> str:
-        return f"{super().__str__()}: {self.stderr.strip()}"
+        out = f"\nstdout: {self.stdout.strip()}" if self.stdout.strip() else ""
+        return f"{super().__str__()}: {self.stderr.strip()}{out}"
 
 
 def sh(
@@ -222,10 +223,12 @@ def new_netns(prefix: str) -> Netns:
     return create_netns(unique_name(prefix))
 
 
-def create_netns(name: str) -> Netns:
-    """A netns by an exact name (e.g. a node recreated under its old name), lo up."""
+def create_netns(name: str, lo_up: bool = True) -> Netns:
+    """A netns by an exact name (e.g. a node recreated under its old name), lo up unless
+    ``lo_up`` is false (as a runtime creates a pod's: bringing lo up is a plugin's job)."""
     sh("ip", "netns", "add", name)
-    sh("ip", "-n", name, "link", "set", "lo", "up")
+    if lo_up:
+        sh("ip", "-n", name, "link", "set", "lo", "up")
     return Netns(name)
 
 
@@ -287,8 +290,8 @@ class Underlay:
             time.sleep(0.05)
 
 
-def delete_netns(ns: Netns | str) -> None:
-    sh("ip", "netns", "del", ns if isinstance(ns, str) else ns.name, check=False)
+def delete_netns(ns: Netns | str, check: bool = False) -> None:
+    sh("ip", "netns", "del", ns if isinstance(ns, str) else ns.name, check=check)
 
 
 # ---- the store oracle: host-local's files and weft's records, read as files -----------------

@@ -40,24 +40,20 @@ from tests.e2e.private_containerd import Node
 from tests.e2e.test_containerd import (
     CNI_BIN,
     CONFLIST_PATH,
-    FLANNEL_MTU,
-    FLANNEL_NETWORK,
-    NETWORK_NAME,
+    GATEWAY,
     PLUGINS,
-    REFERENCE_PLUGINS,
+    POD_NET,
     SUBNET_ENV,
     Setup,
     node_veths,
     store_reservations,
 )
+from tests.netns import CLUSTER_CIDR, FLANNEL_MTU, NETWORK_NAME, REFERENCE_DIR, subnet_env
 
 pytestmark = pytest.mark.root
 
-FLANNEL_SUBNET = "10.42.7.1/24"
-GATEWAY = str(ipaddress.ip_interface(FLANNEL_SUBNET).ip)
-POD_NET = ipaddress.ip_interface(FLANNEL_SUBNET).network
 # One address for pods: .0 network, .1 gateway, .2 the pod, .3 broadcast.
-TINY_SUBNET_ENV = SUBNET_ENV.replace("FLANNEL_SUBNET=10.42.7.1/24", "FLANNEL_SUBNET=10.42.7.1/30")
+TINY_SUBNET_ENV = subnet_env("10.42.7.1/30")
 HOST_PORT, CONTAINER_PORT = 18080, 8080
 PYTHON = sys.executable
 
@@ -87,7 +83,7 @@ def install_chain(plugin: str, node: Node, base: Path, subnet_env: str) -> Setup
     chain wrapped by a call logger."""
     setup = PLUGINS[plugin](node, base, subnet_env)
     # The CRI plugin brings up each pod's lo with the loopback plugin, from the same bin_dir.
-    node.run(["cp", str(REFERENCE_PLUGINS / "loopback"), f"{CNI_BIN}/loopback"])
+    node.run(["cp", str(REFERENCE_DIR / "loopback"), f"{CNI_BIN}/loopback"])
     calls = base / "cni-calls.log"
     calls.touch()
     node.run(["mkdir", "-p", "/opt/cni/real"])
@@ -229,7 +225,7 @@ def check_pod_network(
     assert inet == [(sb.ip, pod_net.prefixlen)], inet
     routes = {str(r["dst"]): r for r in pod_ip_json(node, sb, "-4", "route", "show")}
     assert routes.get("default", {}).get("gateway") == GATEWAY, routes
-    assert routes.get(FLANNEL_NETWORK, {}).get("gateway") == GATEWAY, routes
+    assert routes.get(CLUSTER_CIDR, {}).get("gateway") == GATEWAY, routes
     # The store on disk: the reservation under the CRI's sandbox id, eth0.
     assert store_reservations(setup.data_dir).get(sb.ip) == f"{sb.id}\r\neth0"
 
