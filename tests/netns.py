@@ -134,11 +134,20 @@ def ip_json_parse(argv: list[str], rc: int, out: str, err: str, missing_ok: bool
     return json.loads(out) if out.strip() else []
 
 
-def ip_json(netns: str, *args: str, missing_ok: bool = False) -> Any:
-    """``ip -n NETNS -j ARGS``, parsed: the kernel-state oracle."""
-    argv = ["ip", "-n", netns, "-j", *args]
+def _ip_json_run(argv: list[str], missing_ok: bool = False) -> Any:
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
     return ip_json_parse(argv, proc.returncode, proc.stdout, proc.stderr, missing_ok)
+
+
+def ip_json(netns: str, *args: str, missing_ok: bool = False) -> Any:
+    """``ip -n NETNS -j ARGS``, parsed: the kernel-state oracle."""
+    return _ip_json_run(["ip", "-n", netns, "-j", *args], missing_ok)
+
+
+def ip_json_behind(enter: list[str], *args: str) -> Any:
+    """``ip -j ARGS`` behind ``enter``, an nsenter prefix: for a netns no name in /run/netns
+    reaches (a container's, by its pid or by a path in another mount namespace)."""
+    return _ip_json_run([*enter, "ip", "-j", *args])
 
 
 def iptables_save(netns: str, table: str = "nat") -> str:
@@ -538,8 +547,9 @@ def nat_mentions(node: Node, cid: str) -> list[str]:
     """Rules/chains of the node's nat table that belong to ``cid`` (comment or chain)."""
     chain = "WEFT-" + hashlib.sha256(f"{NETWORK_NAME}\0{cid}".encode()).hexdigest()[:20]
     return [
-        ln for ln in node.ns.iptables_save("nat").splitlines()
-        if f"id: {cid}\"" in ln or f"id: {cid} " in ln or chain in ln
+        ln
+        for ln in node.ns.iptables_save("nat").splitlines()
+        if f'id: {cid}"' in ln or f"id: {cid} " in ln or chain in ln
     ]
 
 

@@ -48,7 +48,14 @@ from tests.e2e.test_containerd import (
     node_veths,
     store_reservations,
 )
-from tests.netns import CLUSTER_CIDR, FLANNEL_MTU, NETWORK_NAME, REFERENCE_DIR, subnet_env
+from tests.netns import (
+    CLUSTER_CIDR,
+    FLANNEL_MTU,
+    NETWORK_NAME,
+    REFERENCE_DIR,
+    ip_json_behind,
+    subnet_env,
+)
 
 pytestmark = pytest.mark.root
 
@@ -151,9 +158,8 @@ def in_pod(node: Node, sb: Sandbox, argv: list[str], timeout: float = 30) -> Any
 
 
 def pod_ip_json(node: Node, sb: Sandbox, *args: str) -> list[dict[str, Any]]:
-    proc = in_pod(node, sb, ["ip", "-j", *args])
-    assert proc.returncode == 0, proc.stderr
-    result: list[dict[str, Any]] = json.loads(proc.stdout) if proc.stdout.strip() else []
+    enter = node.enter(["nsenter", f"--net={sb.netns}"])
+    result: list[dict[str, Any]] = ip_json_behind(enter, *args)
     return result
 
 

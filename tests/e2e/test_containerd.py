@@ -47,6 +47,7 @@ from tests.netns import (
     FLANNEL_MTU,
     NETWORK_NAME,
     REFERENCE_DIR,
+    ip_json_behind,
     k3s_conflist,
     reference_plugin,
     subnet_env,
@@ -144,14 +145,8 @@ def node_veths(node: Node) -> list[dict[str, object]]:
 
 def netns_ip_json(pid: int, *args: str) -> list[dict[str, object]]:
     """iproute2 ``ip -j`` run in the netns of process ``pid`` (the container's)."""
-    out = subprocess.run(
-        ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-j", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
-    result: list[dict[str, object]] = json.loads(out) if out.strip() else []
+    enter = ["nsenter", f"--net=/proc/{pid}/ns/net"]
+    result: list[dict[str, object]] = ip_json_behind(enter, *args)
     return result
 
 
