@@ -341,6 +341,16 @@ def store_weft_files(store: Path) -> list[str]:
     return sorted(str(p.relative_to(d)) for p in d.rglob("*") if not p.is_dir())
 
 
+def attachment_lock(store: Path, cid: str, ifname: str = "eth0") -> Path:
+    """Where weft keeps the lock of one attachment, by the store's documented naming."""
+    return store / ".weft" / "locks" / hashlib.sha256(f"{cid}\n{ifname}".encode()).hexdigest()
+
+
+def host_veth_name(cid: str, ifname: str = "eth0") -> str:
+    """The node-side veth weft names after an attachment."""
+    return "veth" + hashlib.sha256(f"{cid}\0{ifname}".encode()).hexdigest()[:11]
+
+
 # ---- k3s's fixtures ---------------------------------------------------------------------------
 def subnet_env(
     subnet: str = "10.42.0.1/24",

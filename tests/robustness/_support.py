@@ -7,7 +7,6 @@ Everything here reads state; nothing creates network objects outside the Node sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from tests.netns import (
     Node,
     Outcome,
     delete_netns,
+    host_veth_name,
     nat_mentions,
     new_netns,
     node_veths,
@@ -104,7 +104,7 @@ def host_veth(result: dict[str, Any]) -> str:
 
 def assert_gone(node: Node, pod: Netns | None, cid: str, ifname: str = "eth0") -> None:
     """Nothing of (cid, ifname) is left: veth, pod interface, reservation, record, nat."""
-    name = "veth" + hashlib.sha256(f"{cid}\0{ifname}".encode()).hexdigest()[:11]
+    name = host_veth_name(cid, ifname)
     assert name not in node_veths(node), f"host veth {name} of {cid} left in the node"
     if pod is not None:
         assert ifname not in pod_links(pod), f"{ifname} left in the pod netns of {cid}"
@@ -115,7 +115,7 @@ def assert_gone(node: Node, pod: Netns | None, cid: str, ifname: str = "eth0") -
 
 def assert_there(node: Node, pod: Netns, cid: str, ip: str, ifname: str = "eth0") -> None:
     """(cid, ifname) fully attached: host veth on cni0, pod ifname with ``ip``, reservation."""
-    name = "veth" + hashlib.sha256(f"{cid}\0{ifname}".encode()).hexdigest()[:11]
+    name = host_veth_name(cid, ifname)
     links = node.ns.links()
     assert name in links, f"host veth {name} of {cid} missing"
     assert links[name].get("master") == "cni0", links[name]

@@ -6,7 +6,6 @@ order were broken. Kernel and store state are read with ip -j and directory list
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ from tests.netns import (
     Netns,
     Node,
     Outcome,
+    attachment_lock,
     nat_mentions,
     node_veths,
     owners,
@@ -47,8 +47,7 @@ PAIRS = 12  # same-container ADD∥DEL races interleaved into the burst
 
 
 def lock_file(node: Node, cid: str, ifname: str = "eth0") -> str:
-    key = hashlib.sha256(f"{cid}\n{ifname}".encode()).hexdigest()
-    return str(node.store_dir() / ".weft" / "locks" / key)
+    return str(attachment_lock(node.store_dir(), cid, ifname))
 
 
 def gc_conf(node: Node, valid: list[str], **kw: Any) -> dict[str, Any]:
