@@ -176,7 +176,7 @@ class Pod:
 
     @property
     def path(self) -> str:
-        return f"/run/netns/{self.netns}"
+        return f"{sandbox.NETNS_DIR}/{self.netns}"
 
 
 @dataclass

@@ -60,9 +60,7 @@ def sh(
     return proc
 
 
-def cni_env(
-    command: str, cid: str = "", netns: str = "", ifname: str = "eth0", cni_path: str = ""
-) -> dict[str, str]:
+def cni_env(command: str, cid: str = "", netns: str = "", ifname: str = "eth0") -> dict[str, str]:
     """The environment a runtime execs a CNI plugin with (PATH kept for iptables)."""
     return {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -70,7 +68,7 @@ def cni_env(
         "CNI_CONTAINERID": cid,
         "CNI_NETNS": netns,
         "CNI_IFNAME": ifname,
-        "CNI_PATH": cni_path or str(REFERENCE_DIR),
+        "CNI_PATH": str(REFERENCE_DIR),
     }
 
 
@@ -161,7 +159,7 @@ class Netns:
 
     @property
     def path(self) -> str:
-        return f"/run/netns/{self.name}"
+        return f"{NETNS_DIR}/{self.name}"
 
     def ip(self, *args: str) -> Any:
         return ip_json(self.name, *args)

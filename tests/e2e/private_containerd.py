@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.netns import create_netns, delete_netns, ip_json, netns_exists, sh
+from tests.netns import NETNS_DIR, create_netns, delete_netns, ip_json, netns_exists, sh
 
 CTR = "ctr"
 CONTAINERD = "containerd"
@@ -105,7 +105,7 @@ class Node:
         self.holder = subprocess.Popen(
             [
                 "nsenter",
-                f"--net=/run/netns/{self.name}",
+                f"--net={NETNS_DIR}/{self.name}",
                 "unshare",
                 "-m",
                 "--propagation",
