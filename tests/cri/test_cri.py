@@ -54,6 +54,7 @@ from tests.netns import (
     NETWORK_NAME,
     REFERENCE_DIR,
     ip_json_behind,
+    iptables_save,
     subnet_env,
 )
 
@@ -310,7 +311,7 @@ def test_cri_pods_lifecycle(
         ping(node, sb, other.ip)
 
     # hostPort through portmap: from the node and from the other pod, to <node IP>:18080.
-    nat = node.run(["iptables-save", "-t", "nat"]).stdout
+    nat = iptables_save(node.name)
     assert f"--dport {HOST_PORT}" in nat and f"{a.ip}:{CONTAINER_PORT}" in nat, nat
     with tcp_listener(node, a, CONTAINER_PORT, "hello-from-web"):
         assert tcp_fetch(node.enter([]), GATEWAY, HOST_PORT) == "hello-from-web"
@@ -323,7 +324,7 @@ def test_cri_pods_lifecycle(
     assert store_reservations(setup.data_dir) == {b.ip: f"{b_id}\r\neth0"}
     wait_gone(lambda: len(node_veths(node)) == 1, "pod a's veth")
     assert a_id not in attachment_records(setup)
-    assert f"--dport {HOST_PORT}" not in node.run(["iptables-save", "-t", "nat"]).stdout
+    assert f"--dport {HOST_PORT}" not in iptables_save(node.name)
     assert a.netns.rsplit("/", 1)[1] not in netns_files(node)
     assert [c["command"] for c in cni_calls(e2e_base) if c["id"] == a_id] == ["ADD", "DEL"]
     ping(node, b, GATEWAY)

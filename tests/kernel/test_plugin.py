@@ -211,9 +211,7 @@ def test_ip_masq_rule_added_and_removed(node: Node) -> None:
     conf = node.conf(ipMasq=True)
     res = ok(node.add(pod, "c1", conf))
 
-    def nat() -> str:
-        return node.ns.run("iptables-save", "-t", "nat").stdout
-
+    nat = node.ns.iptables_save
     rules = nat()
     assert "-A POSTROUTING -s 10.42.0.2/32" in rules and "name: cbr0 id: c1" in rules
     assert "MASQUERADE" in rules
