@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from tests.netns import netconf, reference_plugin, subnet_env, weft_plugin
+
 Style = Literal["flannel", "bridge"]
 REFERENCE_DIR = "/usr/lib/cni"
 NETWORK_NAME = "cbr0"
@@ -66,12 +68,7 @@ class Subnet:
     ipmasq: bool
 
     def render(self) -> str:
-        return (
-            f"FLANNEL_NETWORK={self.network}\n"
-            f"FLANNEL_SUBNET={self.subnet}\n"
-            f"FLANNEL_MTU={self.mtu}\n"
-            f"FLANNEL_IPMASQ={'true' if self.ipmasq else 'false'}\n"
-        )
+        return subnet_env(str(self.subnet), str(self.network), self.mtu, self.ipmasq)
 
     @property
     def capacity(self) -> int:
@@ -94,33 +91,8 @@ class Plugin:
 
     def config(self) -> dict[str, Any]:
         if self.style == "flannel":
-            return {
-                "cniVersion": CNI_VERSION,
-                "name": NETWORK_NAME,
-                "type": "weft",
-                "subnetFile": self.subnet_file,
-                "ipam": {"dataDir": self.data_dir},
-                "delegate": {"hairpinMode": True, "forceAddress": True, "isDefaultGateway": True},
-            }
-        # What flannel's CNI plugin hands to bridge (ipMasq is !FLANNEL_IPMASQ).
-        return {
-            "cniVersion": CNI_VERSION,
-            "name": NETWORK_NAME,
-            "type": "bridge",
-            "bridge": "cni0",
-            "isGateway": True,
-            "isDefaultGateway": True,
-            "hairpinMode": True,
-            "forceAddress": True,
-            "ipMasq": not self.subnet.ipmasq,
-            "mtu": self.subnet.mtu,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": str(self.subnet.subnet.network)}]],
-                "routes": [{"dst": str(self.subnet.network)}],
-                "dataDir": self.data_dir,
-            },
-        }
+            return netconf(weft_plugin(self.subnet_file, self.data_dir), CNI_VERSION)
+        return netconf(reference_plugin(self.subnet.render(), self.data_dir), CNI_VERSION)
 
     @property
     def store(self) -> str:

@@ -6,31 +6,22 @@ never collides, and every netns created here is deleted again by :meth:`Sandbox.
 The bench process itself enters the "node" netns once with ``setns(2)`` (see
 :meth:`Sandbox.enter_node`); plugin children then inherit it, so no ``ip netns exec`` wrapper is
 part of any timed figure. The kernel-state oracle is iproute2 (``ip -j -n <ns> ...``), never the
-code under test.
+code under test. Both, and the netns directory, are the test sandbox library's
+(tests/netns.py); what is the bench's own is creating and deleting hundreds of netns in one
+``ip -b`` batch and reading them back in parallel.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import json
 import os
 import re
 import subprocess
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-CLONE_NEWNET = 0x40000000
-NETNS_DIR = "/run/netns"
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-
-
-def _setns_fd(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns(CLONE_NEWNET): {os.strerror(err)}")
+from tests.netns import NETNS_DIR, enter_netns, ip_json_parse, leave_netns
+from tests.netns import ip_json as _ip_json
 
 
 def run_ip(args: Sequence[str], *, stdin: str | None = None, check: bool = True) -> str:
@@ -43,15 +34,7 @@ def run_ip(args: Sequence[str], *, stdin: str | None = None, check: bool = True)
 
 def ip_json(netns: str, args: Sequence[str]) -> list[dict[str, Any]]:
     """``ip -j -n <netns> <args>`` parsed; an absent device yields ``[]``."""
-    proc = subprocess.run(
-        ["ip", "-j", "-n", netns, *args], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        if "does not exist" in proc.stderr or "Cannot find device" in proc.stderr:
-            return []
-        raise RuntimeError(f"ip -j -n {netns} {' '.join(args)}: {proc.stderr.strip()}")
-    out = proc.stdout.strip()
-    parsed: list[dict[str, Any]] = json.loads(out) if out else []
+    parsed: list[dict[str, Any]] = _ip_json(netns, *args, missing_ok=True)
     return parsed
 
 
@@ -76,12 +59,8 @@ def ip_json_many(
         ]
         for ns, proc in procs:
             out, err = proc.communicate()
-            if proc.returncode != 0:
-                if "does not exist" in err or "Cannot find device" in err:
-                    results[ns] = []
-                    continue
-                raise RuntimeError(f"ip -j -n {ns} {' '.join(args)}: {err.strip()}")
-            results[ns] = json.loads(out) if out.strip() else []
+            argv = ["ip", "-j", "-n", ns, *args]
+            results[ns] = ip_json_parse(argv, proc.returncode, out, err, missing_ok=True)
     return results
 
 
@@ -134,18 +113,12 @@ class Sandbox:
     def enter_node(self) -> None:
         """setns(2) this (single-threaded) process into the node netns; children inherit it."""
         if self._orig_fd is None:
-            self._orig_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        fd = os.open(self.path(self.node), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns_fd(fd)
-        finally:
-            os.close(fd)
+            self._orig_fd = enter_netns(self.path(self.node))
 
     def leave_node(self) -> None:
         if self._orig_fd is not None:
-            _setns_fd(self._orig_fd)
-            os.close(self._orig_fd)
-            self._orig_fd = None
+            orig, self._orig_fd = self._orig_fd, None
+            leave_netns(orig)
 
     def destroy(self) -> None:
         """Back to the original netns, then delete every netns this sandbox created."""

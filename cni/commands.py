@@ -403,9 +403,11 @@ def cmd_check(req: Request) -> None:
     with ExitStack() as held:
         pod_fd = open_netns(env.netns)
         held.callback(os.close, pod_fd)
-        held.enter_context(net.attachment_lock(env.container_id, env.ifname))
+        alock = held.enter_context(net.attachment_lock(env.container_id, env.ifname))
         with net.lock():
             reserved = frozenset(net.store.get_by_id(env.container_id, env.ifname))
+            if not reserved and net.records.get(env.container_id, env.ifname) is None:
+                alock.remove()  # nothing to check: leave no lock file for what does not exist
         with Netlink.open() as host, open_pod_netlink(pod_fd, env.netns) as pod:
             seen = bridge.observe(host, pod, exp)
         masq_present: frozenset[int] = frozenset()

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from conformance import harness
+from tests.netns import guard_machine_paths
 
 _cache: dict[str, Any] = {}
 
@@ -182,3 +183,7 @@ def sb(plugin: Path, template: dict[str, Any], tmp_path: Path) -> Iterator[harne
         yield box
     finally:
         box.close()
+
+
+# the machine's own CNI paths end the session as they began (tests.netns.MACHINE_PATHS)
+_machine_paths_untouched = pytest.fixture(scope="session", autouse=True)(guard_machine_paths)

@@ -2,7 +2,9 @@
 
 Everything happens inside throwaway network namespaces whose names start with ``wc-``: a
 "node" netns per test, in which the plugins run as if on the host (``ip netns exec <node>``),
-and pod netns created with ``ip netns add``. Files (conflists, subnet file, IPAM store,
+and pod netns. The namespaces, the subnet file, the ``ip -j`` oracle and the store listing are
+the test sandbox library's (tests/netns.py); the runner is the suite's own, since it drives
+any plugin through libcni. Files (conflists, subnet file, IPAM store,
 libcni cache) live in a per-test temp directory. Kernel state is read back with ``ip -j``,
 ``tc -j``, ``iptables-save`` run inside the netns: an oracle independent of the plugin.
 """
@@ -13,7 +15,6 @@ import copy
 import itertools
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance import schema
+from tests import netns as sandbox
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "driver" / "bin" / "cnidriver"
@@ -123,13 +125,8 @@ def sh(
 
 
 def ip_json(netns: str, *args: str) -> Any:
-    """``ip -j -n <netns> ...`` parsed (the oracle)."""
-    out = sh(["ip", "-j", "-d", "-n", netns, *args]).stdout
-    return json.loads(out) if out.strip() else []
-
-
-def netns_exists(name: str) -> bool:
-    return Path("/run/netns", name).exists()
+    """``ip -j -d -n <netns> ...`` parsed (the oracle)."""
+    return sandbox.ip_json(netns, "-d", *args)
 
 
 def unique_name(role: str) -> str:
@@ -179,7 +176,7 @@ class Pod:
 
     @property
     def path(self) -> str:
-        return f"/run/netns/{self.netns}"
+        return f"{sandbox.NETNS_DIR}/{self.netns}"
 
 
 @dataclass
@@ -205,12 +202,7 @@ class Sandbox:
         self.subnet_file = self.workdir / "subnet.env"
         for d in (self.cni_path, self.data_dir, self.cache_dir):
             d.mkdir(parents=True, exist_ok=True)
-        self.subnet_file.write_text(
-            f"FLANNEL_NETWORK={NETWORK}\n"
-            f"FLANNEL_SUBNET={self.gateway}/24\n"
-            f"FLANNEL_MTU={MTU}\n"
-            "FLANNEL_IPMASQ=true\n"
-        )
+        self.subnet_file.write_text(sandbox.subnet_env(f"{self.gateway}/24", NETWORK, MTU))
         # The plugin under test under the name of its type, the reference companions beside it.
         (self.cni_path / self.plugin_type).symlink_to(self.plugin)
         for name in COMPANIONS:
@@ -219,8 +211,7 @@ class Sandbox:
                 target.symlink_to(REFERENCE_DIR / name)
         self.node = unique_name("node")
         try:
-            sh(["ip", "netns", "add", self.node])
-            sh(["ip", "-n", self.node, "link", "set", "lo", "up"])
+            sandbox.create_netns(self.node)
         except BaseException:
             self.close()
             raise
@@ -289,13 +280,13 @@ class Sandbox:
         name = unique_name("pod")
         pod = Pod(netns=name, container_id=f"wc{os.getpid()}c{next(_counter):04d}" + "0" * 40)
         if create_netns:
-            sh(["ip", "netns", "add", name])
+            sandbox.create_netns(name, lo_up=False)
         self.pods.append(pod)
         return pod
 
     def delete_netns(self, pod: Pod) -> None:
-        if netns_exists(pod.netns):
-            sh(["ip", "netns", "del", pod.netns])
+        if sandbox.netns_exists(pod.netns):
+            sandbox.delete_netns(pod.netns, check=True)
 
     # ---- invocations ---------------------------------------------------------------------
 
@@ -435,14 +426,8 @@ class Sandbox:
 
     def reservations(self) -> dict[str, str]:
         """host-local store: ip -> file content, for this network."""
-        netdir = self.data_dir / self.network_name
-        if not netdir.is_dir():
-            return {}
-        return {
-            p.name: p.read_bytes().decode()
-            for p in netdir.iterdir()
-            if re.fullmatch(r"[0-9a-f.:]+", p.name) and p.is_file()
-        }
+        held = sandbox.store_reservations(self.data_dir / self.network_name)
+        return {ip: who.decode() for ip, who in held.items()}
 
     def reservations_of(self, pod: Pod) -> list[str]:
         return [
@@ -508,10 +493,10 @@ class Sandbox:
                 proc.kill()
             proc.wait(timeout=10)
         for pod in self.pods:
-            if netns_exists(pod.netns):
-                sh(["ip", "netns", "del", pod.netns], check=False)
-        if self.node and netns_exists(self.node):
-            sh(["ip", "netns", "del", self.node], check=False)
+            if sandbox.netns_exists(pod.netns):
+                sandbox.delete_netns(pod.netns)
+        if self.node and sandbox.netns_exists(self.node):
+            sandbox.delete_netns(self.node)
 
 
 def version_info(plugin: Path) -> Json:

@@ -29,6 +29,7 @@ from conformance.harness import (
     sh,
     vtuple,
 )
+from tests.netns import iptables_save
 
 pytestmark = pytest.mark.root
 
@@ -464,12 +465,12 @@ def test_chain_portmap_hostport(sb: Sandbox) -> None:
     pod = sb.new_pod()
     caps = {"portMappings": [{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"}]}
     sb.add(pod, cap_args=caps)
-    rules = sh(["ip", "netns", "exec", sb.node, "iptables-save", "-t", "nat"]).stdout
+    rules = iptables_save(sb.node)
     assert "--dport 18080" in rules and "8080" in rules, rules
     with sb.tcp_listener(pod.netns, 8080, "hello-from-pod"):
         assert sb.tcp_fetch(sb.node, sb.gateway, 18080) == "hello-from-pod"
     assert sb.lib("del", pod, cap_args=caps).ok  # runtimes pass the same cap args on DEL
-    rules = sh(["ip", "netns", "exec", sb.node, "iptables-save", "-t", "nat"]).stdout
+    rules = iptables_save(sb.node)
     assert "--dport 18080" not in rules, rules
 
 

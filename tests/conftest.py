@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import Node, delete_netns, new_netns
+from tests.netns import Node, delete_netns, guard_machine_paths, new_netns
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -32,3 +32,7 @@ def node(tmp_path: Path) -> Iterator[Node]:
         for p in n.pods:
             delete_netns(p)
         delete_netns(ns)
+
+
+# the machine's own CNI paths end the session as they began (tests.netns.MACHINE_PATHS)
+_machine_paths_untouched = pytest.fixture(scope="session", autouse=True)(guard_machine_paths)

@@ -1,44 +1,49 @@
-"""Sandbox nodes and pods for kernel tests: throwaway network namespaces, temp dirs.
+"""The sandbox every test tier shares: throwaway network namespaces, the oracles that read
+kernel and store state back, and k3s's fixtures (the subnet file, weft's flannel-shape config,
+the reference bridge + host-local config, k3s's conflist), each written once here.
 
 Every network change happens inside namespaces created here; the machine's own
 interfaces, routes, /etc/cni, /opt/cni and /var/lib/cni are never touched. Kernel state is
-read back with iproute2 (``ip -j``), an oracle independent of the plugin.
+read back with iproute2 (``ip -j``) and ``iptables-save``, store state with directory listings:
+oracles independent of the plugin.
 """
 
 from __future__ import annotations
 
+import copy
+import ctypes
+import ctypes.util
+import functools
+import hashlib
 import ipaddress
 import json
 import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = os.environ.get("WEFT_PLUGIN") or str(ROOT / "tests" / "weft-from-source")
-
-K3S_SUBNET_ENV = """FLANNEL_NETWORK=10.42.0.0/16
-FLANNEL_SUBNET=10.42.{x}.1/24
-FLANNEL_MTU=1450
-FLANNEL_IPMASQ=true
-"""
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        return str(ipaddress.ip_address(name)) == name
-    except ValueError:
-        return False
+NETNS_DIR = "/run/netns"
+REFERENCE_DIR = Path("/usr/lib/cni")
+# k3s's stock conflist with weft first: the product's own file, so the fixtures follow it.
+K3S_CONFLIST = ROOT / "packaging" / "10-weft.conflist"
+NETWORK_NAME = "cbr0"
+CLUSTER_CIDR = "10.42.0.0/16"
+FLANNEL_MTU = 1450  # what flanneld writes for VXLAN on a 1500-byte underlay
 
 
+# ---- running commands ---------------------------------------------------------------------
 class CommandFailed(subprocess.CalledProcessError):
     """CalledProcessError that also says what the command printed on stderr."""
 
     def __str__(self) -> str:
-        return f"{super().__str__()}: {self.stderr.strip()}"
+        out = f"\nstdout: {self.stdout.strip()}" if self.stdout.strip() else ""
+        return f"{super().__str__()}: {self.stderr.strip()}{out}"
 
 
 def sh(
@@ -56,17 +61,112 @@ def sh(
     return proc
 
 
+def cni_env(command: str, cid: str = "", netns: str = "", ifname: str = "eth0") -> dict[str, str]:
+    """The environment a runtime execs a CNI plugin with (PATH kept for iptables)."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": cid,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": ifname,
+        "CNI_PATH": str(REFERENCE_DIR),
+    }
+
+
+# ---- setns(2) -------------------------------------------------------------------------------
+CLONE_NEWNET = 0x40000000
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def setns_fd(fd: int) -> None:
+    """Move the calling thread into the network namespace open at ``fd``."""
+    if _libc().setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns(CLONE_NEWNET): {os.strerror(err)}")
+
+
+def enter_netns(path: str) -> int:
+    """setns(2) into the netns at ``path``; returns an fd of the netns left, for
+    :func:`leave_netns`. Children started afterwards are born in ``path``'s netns, so no
+    ``ip netns exec`` stands between the caller and what it runs."""
+    orig = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            setns_fd(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        os.close(orig)
+        raise
+    return orig
+
+
+def leave_netns(orig: int) -> None:
+    """Back into the netns :func:`enter_netns` returned, and close its fd."""
+    try:
+        setns_fd(orig)
+    finally:
+        os.close(orig)
+
+
+# ---- network namespaces -----------------------------------------------------------------------
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def netns_exists(name: str) -> bool:
+    return os.path.exists(f"{NETNS_DIR}/{name}")
+
+
+def ip_json_parse(argv: list[str], rc: int, out: str, err: str, missing_ok: bool = False) -> Any:
+    """What an ``ip -j`` run printed, parsed; an absent device or netns is ``[]`` when
+    ``missing_ok``."""
+    if rc != 0:
+        if missing_ok and ("does not exist" in err or "Cannot find device" in err):
+            return []
+        raise CommandFailed(rc, argv, out, err)
+    return json.loads(out) if out.strip() else []
+
+
+def _ip_json_run(argv: list[str], missing_ok: bool = False) -> Any:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    return ip_json_parse(argv, proc.returncode, proc.stdout, proc.stderr, missing_ok)
+
+
+def ip_json(netns: str, *args: str, missing_ok: bool = False) -> Any:
+    """``ip -n NETNS -j ARGS``, parsed: the kernel-state oracle."""
+    return _ip_json_run(["ip", "-n", netns, "-j", *args], missing_ok)
+
+
+def ip_json_behind(enter: list[str], *args: str) -> Any:
+    """``ip -j ARGS`` behind ``enter``, an nsenter prefix: for a netns no name in /run/netns
+    reaches (a container's, by its pid or by a path in another mount namespace)."""
+    return _ip_json_run([*enter, "ip", "-j", *args])
+
+
+def iptables_save(netns: str, table: str = "nat") -> str:
+    """``iptables-save -t TABLE`` inside NETNS: the rules oracle."""
+    return sh("ip", "netns", "exec", netns, "iptables-save", "-t", table).stdout
+
+
 @dataclass
 class Netns:
     name: str
 
     @property
     def path(self) -> str:
-        return f"/run/netns/{self.name}"
+        return f"{NETNS_DIR}/{self.name}"
 
     def ip(self, *args: str) -> Any:
-        out = sh("ip", "-n", self.name, "-j", *args).stdout
-        return json.loads(out) if out.strip() else []
+        return ip_json(self.name, *args)
+
+    def iptables_save(self, table: str = "nat") -> str:
+        return iptables_save(self.name, table)
 
     def run(
         self,
@@ -128,18 +228,16 @@ class Netns:
 
 
 def new_netns(prefix: str) -> Netns:
-    return create_netns(f"{prefix}-{uuid.uuid4().hex[:8]}")
+    return create_netns(unique_name(prefix))
 
 
-def create_netns(name: str) -> Netns:
-    """A netns by an exact name (e.g. a node recreated under its old name), lo up."""
+def create_netns(name: str, lo_up: bool = True) -> Netns:
+    """A netns by an exact name (e.g. a node recreated under its old name), lo up unless
+    ``lo_up`` is false (as a runtime creates a pod's: bringing lo up is a plugin's job)."""
     sh("ip", "netns", "add", name)
-    sh("ip", "-n", name, "link", "set", "lo", "up")
+    if lo_up:
+        sh("ip", "-n", name, "link", "set", "lo", "up")
     return Netns(name)
-
-
-def netns_exists(name: str) -> bool:
-    return os.path.exists(f"/run/netns/{name}")
 
 
 def veth(a: Netns, a_ifname: str, b: Netns, b_ifname: str, mtu: int | None = None) -> None:
@@ -200,8 +298,133 @@ class Underlay:
             time.sleep(0.05)
 
 
-def delete_netns(ns: Netns) -> None:
-    sh("ip", "netns", "del", ns.name, check=False)
+def delete_netns(ns: Netns | str, check: bool = False) -> None:
+    sh("ip", "netns", "del", ns if isinstance(ns, str) else ns.name, check=check)
+
+
+# ---- the store oracle: host-local's files and weft's records, read as files -----------------
+def is_ip(name: str) -> bool:
+    """A canonical address: how host-local names a reservation file."""
+    try:
+        return str(ipaddress.ip_address(name)) == name
+    except ValueError:
+        return False
+
+
+def store_reservations(store: Path) -> dict[str, bytes]:
+    """Reservation files of one network's store (``<dataDir>/<network>``): address -> content."""
+    if not store.is_dir():
+        return {}
+    return {p.name: p.read_bytes() for p in store.iterdir() if p.is_file() and is_ip(p.name)}
+
+
+def store_records(store: Path) -> dict[str, dict[str, Any]]:
+    """weft's attachment records by file name (unparseable ones as {"<raw>": text})."""
+    d = store / ".weft"
+    out: dict[str, dict[str, Any]] = {}
+    if not d.is_dir():
+        return out
+    for p in d.iterdir():
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        try:
+            out[p.name] = json.loads(p.read_bytes())
+        except ValueError:
+            out[p.name] = {"<raw>": p.read_bytes().decode("latin-1")}
+    return out
+
+
+def store_weft_files(store: Path) -> list[str]:
+    """Every file under the store's .weft/ (records and lock files), relative paths."""
+    d = store / ".weft"
+    return sorted(str(p.relative_to(d)) for p in d.rglob("*") if not p.is_dir())
+
+
+def attachment_lock(store: Path, cid: str, ifname: str = "eth0") -> Path:
+    """Where weft keeps the lock of one attachment, by the store's documented naming."""
+    return store / ".weft" / "locks" / hashlib.sha256(f"{cid}\n{ifname}".encode()).hexdigest()
+
+
+def host_veth_name(cid: str, ifname: str = "eth0") -> str:
+    """The node-side veth weft names after an attachment."""
+    return "veth" + hashlib.sha256(f"{cid}\0{ifname}".encode()).hexdigest()[:11]
+
+
+# ---- k3s's fixtures ---------------------------------------------------------------------------
+def subnet_env(
+    subnet: str = "10.42.0.1/24",
+    network: str = CLUSTER_CIDR,
+    mtu: int | None = FLANNEL_MTU,
+    ipmasq: bool | None = True,
+    ipv6: tuple[str, str] | None = None,
+) -> str:
+    """The subnet file flanneld writes; ``ipv6`` = (network, subnet); a None line is left out."""
+    lines = [f"FLANNEL_NETWORK={network}", f"FLANNEL_SUBNET={subnet}"]
+    if ipv6 is not None:
+        lines += [f"FLANNEL_IPV6_NETWORK={ipv6[0]}", f"FLANNEL_IPV6_SUBNET={ipv6[1]}"]
+    if mtu is not None:
+        lines.append(f"FLANNEL_MTU={mtu}")
+    if ipmasq is not None:
+        lines.append(f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}")
+    return "".join(line + "\n" for line in lines)
+
+
+def parse_subnet_env(text: str) -> dict[str, str]:
+    return dict(
+        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
+    )
+
+
+@functools.cache
+def _k3s_conflist_text() -> str:
+    return K3S_CONFLIST.read_text()
+
+
+def weft_plugin(subnet_file: Path | str, data_dir: Path | str, **delegate: Any) -> dict[str, Any]:
+    """weft's entry of k3s's conflist (flannel shape) with this node's files; ``delegate``
+    overrides keys of its ``delegate`` section."""
+    plugin: dict[str, Any] = json.loads(_k3s_conflist_text())["plugins"][0]
+    plugin["subnetFile"] = str(subnet_file)
+    plugin["ipam"] = {"dataDir": str(data_dir)}
+    plugin["delegate"].update(delegate)
+    return plugin
+
+
+def reference_plugin(subnet_text: str, data_dir: Path | str) -> dict[str, Any]:
+    """What flannel's CNI plugin derives from the subnet file and hands to the reference
+    bridge + host-local (ipMasq is !FLANNEL_IPMASQ: flannel masquerades itself)."""
+    env = parse_subnet_env(subnet_text)
+    return {
+        "type": "bridge",
+        "bridge": "cni0",
+        "isGateway": True,
+        "isDefaultGateway": True,
+        "hairpinMode": True,
+        "forceAddress": True,
+        "ipMasq": env.get("FLANNEL_IPMASQ") != "true",
+        "mtu": int(env["FLANNEL_MTU"]),
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": str(ipaddress.ip_interface(env["FLANNEL_SUBNET"]).network)}]],
+            "routes": [{"dst": env["FLANNEL_NETWORK"]}],
+            "dataDir": str(data_dir),
+        },
+    }
+
+
+def netconf(
+    plugin: dict[str, Any], version: str = "1.0.0", name: str = NETWORK_NAME
+) -> dict[str, Any]:
+    """A single plugin's network config, as a runtime feeds it on stdin."""
+    return {"cniVersion": version, "name": name, **copy.deepcopy(plugin)}
+
+
+def k3s_conflist(first: dict[str, Any] | None = None) -> dict[str, Any]:
+    """k3s's chain (weft, portmap, bandwidth) as shipped, ``first`` in weft's place if given."""
+    conf: dict[str, Any] = json.loads(_k3s_conflist_text())
+    if first is not None:
+        conf["plugins"][0] = copy.deepcopy(first)
+    return conf
 
 
 @dataclass
@@ -233,33 +456,24 @@ class Node:
     def data_dir(self) -> Path:
         return self.tmp / "networks"
 
-    def store_dir(self, network: str = "cbr0") -> Path:
+    def store_dir(self, network: str = NETWORK_NAME) -> Path:
         return self.data_dir / network
 
-    def reservations(self, network: str = "cbr0") -> dict[str, bytes]:
-        """Reservation files, as host-local defines them: named by an address (canonical)."""
-        d = self.store_dir(network)
-        if not d.exists():
-            return {}
-        return {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and _is_ip(p.name)}
+    def reservations(self, network: str = NETWORK_NAME) -> dict[str, bytes]:
+        return store_reservations(self.store_dir(network))
+
+    def records(self, network: str = NETWORK_NAME) -> dict[str, dict[str, Any]]:
+        return store_records(self.store_dir(network))
 
     def write_subnet(self, text: str | None = None) -> None:
+        """The subnet file: ``text``, or k3s's for this node (10.42.<subnet_x>.1/24)."""
         self.subnet_file.write_text(
-            text if text is not None else K3S_SUBNET_ENV.format(x=self.subnet_x)
+            text if text is not None else subnet_env(f"10.42.{self.subnet_x}.1/24")
         )
 
     def conf(self, version: str = "1.0.0", **delegate: Any) -> dict[str, Any]:
         """The k3s flannel-shape config weft receives as the first plugin of cbr0."""
-        d = {"hairpinMode": True, "forceAddress": True, "isDefaultGateway": True}
-        d.update(delegate)
-        return {
-            "cniVersion": version,
-            "name": "cbr0",
-            "type": "weft",
-            "subnetFile": str(self.subnet_file),
-            "ipam": {"dataDir": str(self.data_dir)},
-            "delegate": d,
-        }
+        return netconf(weft_plugin(self.subnet_file, self.data_dir, **delegate), version)
 
     def pod(self) -> Netns:
         ns = new_netns(self.ns.name + "-p")
@@ -275,15 +489,9 @@ class Node:
         ifname: str = "eth0",
         env: dict[str, str] | None = None,
         drop: tuple[str, ...] = (),
+        timeout: float = 120,
     ) -> Outcome:
-        e = {
-            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            "CNI_COMMAND": command,
-            "CNI_CONTAINERID": cid,
-            "CNI_NETNS": netns,
-            "CNI_IFNAME": ifname,
-            "CNI_PATH": "/usr/lib/cni",
-        }
+        e = cni_env(command, cid, netns, ifname)
         e.update(env or {})
         for k in drop:
             e.pop(k, None)
@@ -293,7 +501,7 @@ class Node:
             input=data.encode() if isinstance(data, str) else data,
             capture_output=True,
             env=e,
-            timeout=120,
+            timeout=timeout,
         )
         return Outcome(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
@@ -317,10 +525,8 @@ class Node:
         c["prevResult"] = prev
         return self.exec("CHECK", c, cid, pod.path, **kw)
 
-    def weft_files(self, network: str = "cbr0") -> list[str]:
-        """Every file under the store's .weft/ (records and lock files), relative paths."""
-        d = self.store_dir(network) / ".weft"
-        return sorted(str(p.relative_to(d)) for p in d.rglob("*") if not p.is_dir())
+    def weft_files(self, network: str = NETWORK_NAME) -> list[str]:
+        return store_weft_files(self.store_dir(network))
 
     def veths(self) -> list[str]:
         return [
@@ -328,3 +534,104 @@ class Node:
             for n, link in self.ns.links().items()
             if link.get("linkinfo", {}).get("info_kind") == "veth"
         ]
+
+
+# ---- oracles over a sandbox node: what is left of an attachment ---------------------------------
+def node_veths(node: Node) -> set[str]:
+    return set(node.veths())
+
+
+def pod_links(pod: Netns) -> set[str]:
+    """Interface names in a pod netns other than lo ({} when the netns is gone)."""
+    if not os.path.exists(pod.path):
+        return set()
+    return {n for n in pod.links() if n != "lo"}
+
+
+def pod_addr(pod: Netns, dev: str = "eth0") -> list[str]:
+    return [a.split("/")[0] for a in pod.addrs(dev)]
+
+
+def nat_mentions(node: Node, cid: str) -> list[str]:
+    """Rules/chains of the node's nat table that belong to ``cid`` (comment or chain)."""
+    chain = "WEFT-" + hashlib.sha256(f"{NETWORK_NAME}\0{cid}".encode()).hexdigest()[:20]
+    return [
+        ln
+        for ln in node.ns.iptables_save("nat").splitlines()
+        if f'id: {cid}"' in ln or f"id: {cid} " in ln or chain in ln
+    ]
+
+
+def weft_nat_lines(node: Node) -> list[str]:
+    return [ln for ln in node.ns.iptables_save("nat").splitlines() if "WEFT-" in ln]
+
+
+def records(node: Node, network: str = NETWORK_NAME) -> dict[str, dict[str, Any]]:
+    return node.records(network)
+
+
+def owners(node: Node, network: str = NETWORK_NAME) -> dict[str, str]:
+    """Reservation file name -> owner (content, bytes decoded)."""
+    return {k: v.decode("latin-1") for k, v in node.reservations(network).items()}
+
+
+def reserved_by(node: Node, cid: str, ifname: str = "eth0") -> list[str]:
+    want = f"{cid}\r\n{ifname}"
+    return [ip for ip, who in owners(node).items() if who.strip() in (want, cid)]
+
+
+def records_for(node: Node, cid: str) -> list[dict[str, Any]]:
+    return [r for r in node.records().values() if r.get("containerID") == cid]
+
+
+def tree(root: Path) -> dict[str, str]:
+    """relative path -> 'dir' | 'link:<target>' | sha256 of the content, for a whole tree."""
+    out: dict[str, str] = {}
+    if not root.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            p = Path(dirpath, d)
+            out[str(p.relative_to(root))] = "link:" + os.readlink(p) if p.is_symlink() else "dir"
+        for f in filenames:
+            p = Path(dirpath, f)
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = "link:" + os.readlink(p)
+            else:
+                try:
+                    out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+                except OSError as e:
+                    out[rel] = f"unreadable:{e.errno}"
+    return out
+
+
+# The machine's own CNI paths: no test may create or change anything there (every tier
+# works in its own temp dirs and namespaces). A session fixture compares them before/after.
+MACHINE_PATHS = ("/etc/cni", "/opt/cni", "/var/lib/cni", "/run/flannel")
+
+
+def machine_paths_snapshot() -> dict[str, tuple[int, int] | None]:
+    """(inode, mtime_ns) of each machine path and everything below it; None where absent."""
+    out: dict[str, tuple[int, int] | None] = {}
+    for top in MACHINE_PATHS:
+        if not os.path.lexists(top):
+            out[top] = None
+            continue
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in [dirpath, *(os.path.join(dirpath, n) for n in dirnames + filenames)]:
+                try:
+                    st = os.lstat(name)
+                except FileNotFoundError:
+                    continue
+                out[name] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def guard_machine_paths() -> Iterator[None]:
+    """A session fixture's body: fail the session if anything below MACHINE_PATHS changed."""
+    before = machine_paths_snapshot()
+    yield
+    after = machine_paths_snapshot()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"the test session changed the machine's own paths: {changed[:20]}"

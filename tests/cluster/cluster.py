@@ -36,19 +36,26 @@ from pathlib import Path
 from typing import Any
 
 from tests.netns import (
+    CLUSTER_CIDR,
+    NETWORK_NAME,
     PLUGIN,
+    REFERENCE_DIR,
     ROOT,
     Netns,
     Underlay,
     create_netns,
     delete_netns,
+    k3s_conflist,
     netns_exists,
     new_netns,
+    store_records,
+    store_reservations,
+    subnet_env,
     veth,
+    weft_plugin,
 )
 
 BACKENDS = ("vxlan", "host-gw")
-CLUSTER_CIDR = "10.42.0.0/16"
 SERVICE_CIDR = "10.43.0.0/16"
 SERVICE_IP = "10.43.0.10"
 SERVICE_PORT = 80
@@ -63,9 +70,7 @@ VXLAN_PORT = 8472
 VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 KUBE_PROXY_MARK = "0x4000/0x4000"
 DRIVER = ROOT / "conformance" / "driver" / "bin" / "cnidriver"
-K3S_CONFLIST = ROOT / "packaging" / "10-weft.conflist"
 AGENT = Path(__file__).resolve().parent / "agent.py"
-REFERENCE_DIR = Path("/usr/lib/cni")
 CHAIN_COMPANIONS = ("portmap", "bandwidth")
 
 
@@ -145,21 +150,14 @@ class ClusterNode:
     def gc_conflist(self) -> Path:
         return self.workdir / "gc.conflist"
 
-    def reservations(self, network: str = "cbr0") -> dict[str, str]:
+    def reservations(self, network: str = NETWORK_NAME) -> dict[str, str]:
         """host-local's store on disk: address → owning container id."""
-        d = self.data_dir / network
-        if not d.is_dir():
-            return {}
-        out = {}
-        for p in d.iterdir():
-            if p.is_file() and p.name[0].isdigit() and not p.name.startswith("last_"):
-                out[p.name] = p.read_bytes().decode().split("\r\n")[0].strip()
-        return out
+        held = store_reservations(self.data_dir / network)
+        return {ip: who.decode().split("\r\n")[0].strip() for ip, who in held.items()}
 
-    def records(self, network: str = "cbr0") -> list[str]:
+    def records(self, network: str = NETWORK_NAME) -> list[str]:
         """weft's attachment records on disk (file names)."""
-        d = self.data_dir / network / ".weft"
-        return sorted(p.name for p in d.glob("*.json")) if d.is_dir() else []
+        return sorted(n for n in store_records(self.data_dir / network) if n.endswith(".json"))
 
 
 class Cluster:
@@ -305,10 +303,7 @@ class Cluster:
         for d in (node.bin_dir, node.cache_dir, node.data_dir):
             d.mkdir(parents=True, exist_ok=True)
         node.subnet_file.write_text(
-            f"FLANNEL_NETWORK={CLUSTER_CIDR}\n"
-            f"FLANNEL_SUBNET={node.gateway}/24\n"
-            f"FLANNEL_MTU={flannel_mtu(self.backend)}\n"
-            "FLANNEL_IPMASQ=true\n"
+            subnet_env(f"{node.gateway}/24", CLUSTER_CIDR, flannel_mtu(self.backend))
         )
         links = {"weft": Path(self.plugin)}
         links.update({name: REFERENCE_DIR / name for name in CHAIN_COMPANIONS})
@@ -316,9 +311,7 @@ class Cluster:
             link = node.bin_dir / name
             if not link.is_symlink():
                 link.symlink_to(target)
-        conf = json.loads(K3S_CONFLIST.read_text())
-        conf["plugins"][0]["subnetFile"] = str(node.subnet_file)
-        conf["plugins"][0]["ipam"] = {"dataDir": str(node.data_dir)}
+        conf = k3s_conflist(weft_plugin(node.subnet_file, node.data_dir))
         node.conflist.write_text(json.dumps(conf, indent=1))
         # GC is CNI 1.1.0; Debian's portmap and bandwidth (1.1.1) support up to 1.0.0
         gc = dict(conf, cniVersion="1.1.0", plugins=conf["plugins"][:1])

@@ -40,24 +40,28 @@ from tests.e2e.private_containerd import Node
 from tests.e2e.test_containerd import (
     CNI_BIN,
     CONFLIST_PATH,
-    FLANNEL_MTU,
-    FLANNEL_NETWORK,
-    NETWORK_NAME,
+    GATEWAY,
     PLUGINS,
-    REFERENCE_PLUGINS,
+    POD_NET,
     SUBNET_ENV,
     Setup,
     node_veths,
     store_reservations,
 )
+from tests.netns import (
+    CLUSTER_CIDR,
+    FLANNEL_MTU,
+    NETWORK_NAME,
+    REFERENCE_DIR,
+    ip_json_behind,
+    iptables_save,
+    subnet_env,
+)
 
 pytestmark = pytest.mark.root
 
-FLANNEL_SUBNET = "10.42.7.1/24"
-GATEWAY = str(ipaddress.ip_interface(FLANNEL_SUBNET).ip)
-POD_NET = ipaddress.ip_interface(FLANNEL_SUBNET).network
 # One address for pods: .0 network, .1 gateway, .2 the pod, .3 broadcast.
-TINY_SUBNET_ENV = SUBNET_ENV.replace("FLANNEL_SUBNET=10.42.7.1/24", "FLANNEL_SUBNET=10.42.7.1/30")
+TINY_SUBNET_ENV = subnet_env("10.42.7.1/30")
 HOST_PORT, CONTAINER_PORT = 18080, 8080
 PYTHON = sys.executable
 
@@ -87,7 +91,7 @@ def install_chain(plugin: str, node: Node, base: Path, subnet_env: str) -> Setup
     chain wrapped by a call logger."""
     setup = PLUGINS[plugin](node, base, subnet_env)
     # The CRI plugin brings up each pod's lo with the loopback plugin, from the same bin_dir.
-    node.run(["cp", str(REFERENCE_PLUGINS / "loopback"), f"{CNI_BIN}/loopback"])
+    node.run(["cp", str(REFERENCE_DIR / "loopback"), f"{CNI_BIN}/loopback"])
     calls = base / "cni-calls.log"
     calls.touch()
     node.run(["mkdir", "-p", "/opt/cni/real"])
@@ -155,9 +159,8 @@ def in_pod(node: Node, sb: Sandbox, argv: list[str], timeout: float = 30) -> Any
 
 
 def pod_ip_json(node: Node, sb: Sandbox, *args: str) -> list[dict[str, Any]]:
-    proc = in_pod(node, sb, ["ip", "-j", *args])
-    assert proc.returncode == 0, proc.stderr
-    result: list[dict[str, Any]] = json.loads(proc.stdout) if proc.stdout.strip() else []
+    enter = node.enter(["nsenter", f"--net={sb.netns}"])
+    result: list[dict[str, Any]] = ip_json_behind(enter, *args)
     return result
 
 
@@ -229,7 +232,7 @@ def check_pod_network(
     assert inet == [(sb.ip, pod_net.prefixlen)], inet
     routes = {str(r["dst"]): r for r in pod_ip_json(node, sb, "-4", "route", "show")}
     assert routes.get("default", {}).get("gateway") == GATEWAY, routes
-    assert routes.get(FLANNEL_NETWORK, {}).get("gateway") == GATEWAY, routes
+    assert routes.get(CLUSTER_CIDR, {}).get("gateway") == GATEWAY, routes
     # The store on disk: the reservation under the CRI's sandbox id, eth0.
     assert store_reservations(setup.data_dir).get(sb.ip) == f"{sb.id}\r\neth0"
 
@@ -308,7 +311,7 @@ def test_cri_pods_lifecycle(
         ping(node, sb, other.ip)
 
     # hostPort through portmap: from the node and from the other pod, to <node IP>:18080.
-    nat = node.run(["iptables-save", "-t", "nat"]).stdout
+    nat = iptables_save(node.name)
     assert f"--dport {HOST_PORT}" in nat and f"{a.ip}:{CONTAINER_PORT}" in nat, nat
     with tcp_listener(node, a, CONTAINER_PORT, "hello-from-web"):
         assert tcp_fetch(node.enter([]), GATEWAY, HOST_PORT) == "hello-from-web"
@@ -321,7 +324,7 @@ def test_cri_pods_lifecycle(
     assert store_reservations(setup.data_dir) == {b.ip: f"{b_id}\r\neth0"}
     wait_gone(lambda: len(node_veths(node)) == 1, "pod a's veth")
     assert a_id not in attachment_records(setup)
-    assert f"--dport {HOST_PORT}" not in node.run(["iptables-save", "-t", "nat"]).stdout
+    assert f"--dport {HOST_PORT}" not in iptables_save(node.name)
     assert a.netns.rsplit("/", 1)[1] not in netns_files(node)
     assert [c["command"] for c in cni_calls(e2e_base) if c["id"] == a_id] == ["ADD", "DEL"]
     ping(node, b, GATEWAY)

@@ -2,7 +2,7 @@
 
 Layout (everything below one temp dir ``base``):
 
-* ``Node``: a network namespace (``ip netns add``) plus a *holder* process
+* ``Node``: a network namespace (the sandbox library's, tests/netns.py) plus a *holder* process
   (``sleep infinity``) living in that netns and in its own private mount namespace.
   In that mount namespace ``/etc``, ``/opt``, ``/var/lib`` and ``/run`` are overlayfs
   mounts whose upper dirs live on a tmpfs that only the holder can see, and ``/sys``
@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.netns import NETNS_DIR, create_netns, delete_netns, ip_json, netns_exists, sh
 
 CTR = "ctr"
 CONTAINERD = "containerd"
@@ -61,18 +62,6 @@ mkdir -p /etc/cni/net.d /opt/cni/bin /var/lib/cni
 echo ready > "$ready"
 exec sleep infinity
 """
-
-
-def _run(
-    argv: Sequence[str], *, check: bool = True, timeout: float = 60, input_: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, input=input_)
-    if check and proc.returncode != 0:
-        raise RuntimeError(
-            f"command failed (rc={proc.returncode}): {shlex.join(argv)}\n"
-            f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
-        )
-    return proc
 
 
 def _kill_pid(pid: int, sig: int = signal.SIGKILL) -> None:
@@ -108,8 +97,7 @@ class Node:
     holder: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15.0) -> None:
-        _run(["ip", "netns", "add", self.name])
-        _run(["ip", "-n", self.name, "link", "set", "lo", "up"])
+        create_netns(self.name)
         scratch = self.base / "scratch"
         scratch.mkdir(parents=True, exist_ok=True)
         ready = self.base / "holder.ready"
@@ -117,7 +105,7 @@ class Node:
         self.holder = subprocess.Popen(
             [
                 "nsenter",
-                f"--net=/run/netns/{self.name}",
+                f"--net={NETNS_DIR}/{self.name}",
                 "unshare",
                 "-m",
                 "--propagation",
@@ -154,7 +142,7 @@ class Node:
     def run(
         self, argv: Sequence[str], *, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        return _run(self.enter(argv), check=check, timeout=timeout)
+        return sh(*self.enter(argv), check=check, timeout=timeout)
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
         """Write a file at ``path`` as seen inside the node's mount namespace."""
@@ -169,18 +157,15 @@ class Node:
 
     def ip_json(self, *args: str) -> list[dict[str, object]]:
         """``ip -j ARGS`` in the node netns (an oracle independent of any CNI plugin)."""
-        import json
-
-        out = _run(["ip", "-n", self.name, "-j", *args]).stdout
-        result: list[dict[str, object]] = json.loads(out) if out.strip() else []
+        result: list[dict[str, object]] = ip_json(self.name, *args)
         return result
 
     def close(self) -> None:
         if self.holder is not None:
             _stop_popen(self.holder, grace=5)
             self.holder = None
-        if Path(f"/run/netns/{self.name}").exists():
-            _run(["ip", "netns", "del", self.name], check=False)
+        if netns_exists(self.name):
+            delete_netns(self.name)
 
 
 @dataclass(frozen=True)
@@ -314,7 +299,7 @@ class PrivateContainerd:
     def ctr(
         self, *args: str, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        return _run(self.ctr_argv(*args), check=check, timeout=timeout)
+        return sh(*self.ctr_argv(*args), check=check, timeout=timeout)
 
     def import_image(self, archive: Path) -> None:
         self.ctr("images", "import", str(archive), timeout=120)

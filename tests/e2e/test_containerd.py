@@ -42,77 +42,29 @@ import pytest
 
 from tests.e2e.busybox_image import BusyboxImage
 from tests.e2e.private_containerd import Node, PrivateContainerd
+from tests.netns import (
+    CLUSTER_CIDR,
+    FLANNEL_MTU,
+    NETWORK_NAME,
+    REFERENCE_DIR,
+    ip_json_behind,
+    k3s_conflist,
+    reference_plugin,
+    subnet_env,
+    weft_plugin,
+)
+from tests.netns import store_reservations as store_files
 
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
-REFERENCE_PLUGINS = Path("/usr/lib/cni")
-NETWORK_NAME = "cbr0"
-FLANNEL_NETWORK = "10.42.0.0/16"
 FLANNEL_SUBNET = "10.42.7.1/24"
-FLANNEL_MTU = 1450
-SUBNET_ENV = (
-    f"FLANNEL_NETWORK={FLANNEL_NETWORK}\n"
-    f"FLANNEL_SUBNET={FLANNEL_SUBNET}\n"
-    f"FLANNEL_MTU={FLANNEL_MTU}\n"
-    "FLANNEL_IPMASQ=true\n"
-)
+SUBNET_ENV = subnet_env(FLANNEL_SUBNET)
 GATEWAY = str(ipaddress.ip_interface(FLANNEL_SUBNET).ip)
 POD_NET = ipaddress.ip_interface(FLANNEL_SUBNET).network
 CONFLIST_PATH = "/etc/cni/net.d/10-flannel.conflist"
 CNI_BIN = "/opt/cni/bin"
 TIMEOUT = 60.0
-
-
-def parse_subnet_env(text: str) -> dict[str, str]:
-    return dict(
-        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
-    )
-
-
-def reference_conflist(subnet_env: str, data_dir: Path) -> dict[str, object]:
-    """k3s chain with what flannel's CNI plugin would delegate to bridge + host-local."""
-    env = parse_subnet_env(subnet_env)
-    subnet = ipaddress.ip_interface(env["FLANNEL_SUBNET"]).network
-    bridge: dict[str, object] = {
-        "type": "bridge",
-        "bridge": "cni0",
-        "isGateway": True,
-        "isDefaultGateway": True,
-        "hairpinMode": True,
-        "forceAddress": True,
-        "ipMasq": env.get("FLANNEL_IPMASQ") != "true",
-        "mtu": int(env["FLANNEL_MTU"]),
-        "ipam": {
-            "type": "host-local",
-            "ranges": [[{"subnet": str(subnet)}]],
-            "routes": [{"dst": env["FLANNEL_NETWORK"]}],
-            "dataDir": str(data_dir),
-        },
-    }
-    return _chain(bridge)
-
-
-def weft_conflist(subnet_file: Path, data_dir: Path) -> dict[str, object]:
-    weft: dict[str, object] = {
-        "type": "weft",
-        "subnetFile": str(subnet_file),
-        "ipam": {"dataDir": str(data_dir)},
-        "delegate": {"hairpinMode": True, "forceAddress": True, "isDefaultGateway": True},
-    }
-    return _chain(weft)
-
-
-def _chain(first: dict[str, object]) -> dict[str, object]:
-    return {
-        "name": NETWORK_NAME,
-        "cniVersion": "1.0.0",
-        "plugins": [
-            first,
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-            {"type": "bandwidth", "capabilities": {"bandwidth": True}},
-        ],
-    }
 
 
 def weft_executable() -> Path:
@@ -147,10 +99,10 @@ def install_reference(node: Node, base: Path, subnet_env: str = SUBNET_ENV) -> S
     subnet_file = base / "subnet.env"
     subnet_file.write_text(subnet_env)
     for plugin in ("bridge", "host-local", "portmap", "bandwidth"):
-        node.run(["cp", str(REFERENCE_PLUGINS / plugin), f"{CNI_BIN}/{plugin}"])
+        node.run(["cp", str(REFERENCE_DIR / plugin), f"{CNI_BIN}/{plugin}"])
     # Derived from the subnet file as flannel's plugin does, not hard-coded.
     return Setup(
-        reference_conflist(subnet_file.read_text(), data_dir),
+        k3s_conflist(reference_plugin(subnet_file.read_text(), data_dir)),
         data_dir,
         ("bridge", "host-local", "portmap", "bandwidth"),
     )
@@ -166,9 +118,11 @@ def install_weft(node: Node, base: Path, subnet_env: str = SUBNET_ENV) -> Setup:
         f"{CNI_BIN}/weft", f'#!/bin/sh\nexec {shlex.quote(str(exe))} "$@"\n'.encode(), mode=0o755
     )
     for plugin in ("portmap", "bandwidth"):
-        node.run(["cp", str(REFERENCE_PLUGINS / plugin), f"{CNI_BIN}/{plugin}"])
+        node.run(["cp", str(REFERENCE_DIR / plugin), f"{CNI_BIN}/{plugin}"])
     # No bridge/host-local here: weft must do it all itself.
-    return Setup(weft_conflist(subnet_file, data_dir), data_dir, ("weft", "portmap", "bandwidth"))
+    return Setup(
+        k3s_conflist(weft_plugin(subnet_file, data_dir)), data_dir, ("weft", "portmap", "bandwidth")
+    )
 
 
 PLUGINS: dict[str, Callable[[Node, Path, str], Setup]] = {
@@ -182,17 +136,7 @@ PLUGINS: dict[str, Callable[[Node, Path, str], Setup]] = {
 
 def store_reservations(data_dir: Path) -> dict[str, str]:
     """ip -> file content, for every reservation file in the host-local store."""
-    net_dir = data_dir / NETWORK_NAME
-    result: dict[str, str] = {}
-    if not net_dir.is_dir():
-        return result
-    for entry in net_dir.iterdir():
-        try:
-            ipaddress.ip_address(entry.name)
-        except ValueError:
-            continue
-        result[entry.name] = entry.read_bytes().decode()
-    return result
+    return {ip: who.decode() for ip, who in store_files(data_dir / NETWORK_NAME).items()}
 
 
 def node_veths(node: Node) -> list[dict[str, object]]:
@@ -201,14 +145,8 @@ def node_veths(node: Node) -> list[dict[str, object]]:
 
 def netns_ip_json(pid: int, *args: str) -> list[dict[str, object]]:
     """iproute2 ``ip -j`` run in the netns of process ``pid`` (the container's)."""
-    out = subprocess.run(
-        ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-j", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
-    result: list[dict[str, object]] = json.loads(out) if out.strip() else []
+    enter = ["nsenter", f"--net=/proc/{pid}/ns/net"]
+    result: list[dict[str, object]] = ip_json_behind(enter, *args)
     return result
 
 
@@ -301,7 +239,7 @@ def check_pod_network(cd: PrivateContainerd, pod: Pod) -> None:
     routes = netns_ip_json(pod.pid, "-4", "route", "show")
     by_dst = {str(r["dst"]): r for r in routes}
     assert by_dst.get("default", {}).get("gateway") == GATEWAY, routes
-    assert by_dst.get(FLANNEL_NETWORK, {}).get("gateway") == GATEWAY, routes
+    assert by_dst.get(CLUSTER_CIDR, {}).get("gateway") == GATEWAY, routes
     assert str(POD_NET) in by_dst, routes
 
 

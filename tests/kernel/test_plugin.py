@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from tests.netns import Netns, Node, delete_netns
+from tests.netns import (
+    Netns,
+    Node,
+    cni_env,
+    delete_netns,
+    netconf,
+    reference_plugin,
+    subnet_env,
+)
 
 pytestmark = pytest.mark.root
 
@@ -138,9 +146,7 @@ def test_add_into_existing_ifname_fails_cleanly(node: Node) -> None:
 
 
 def test_exhaustion_on_a_slash_29(node: Node) -> None:
-    node.write_subnet(
-        "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.5.1/29\nFLANNEL_MTU=1450\n"
-    )
+    node.write_subnet(subnet_env("10.42.5.1/29", ipmasq=None))
     pods = [node.pod() for _ in range(6)]
     got = [ok(node.add(p, f"c{i}"))["ips"][0]["address"] for i, p in enumerate(pods[:5])]
     assert sorted(got) == [f"10.42.5.{n}/29" for n in range(2, 7)]
@@ -153,11 +159,7 @@ def test_exhaustion_on_a_slash_29(node: Node) -> None:
 
 
 def test_dual_stack(node: Node) -> None:
-    node.write_subnet(
-        "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.0.1/24\n"
-        "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\nFLANNEL_IPV6_SUBNET=2001:cafe:42::1/64\n"
-        "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
-    )
+    node.write_subnet(subnet_env(ipv6=("2001:cafe:42::/56", "2001:cafe:42::1/64")))
     p1, p2 = node.pod(), node.pod()
     res = ok(node.add(p1, "c1"))
     assert [ip["address"] for ip in res["ips"]] == ["10.42.0.2/24", "2001:cafe:42::2/64"]
@@ -176,16 +178,12 @@ def test_dual_stack(node: Node) -> None:
 def test_force_address_after_subnet_change(node: Node) -> None:
     p1, p2 = node.pod(), node.pod()
     ok(node.add(p1, "c1"))
-    node.write_subnet(
-        "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.9.1/24\nFLANNEL_MTU=1450\n"
-    )
+    node.write_subnet(subnet_env("10.42.9.1/24", ipmasq=None))
     res = ok(node.add(p2, "c2"))
     assert res["ips"][0]["address"] == "10.42.9.2/24"
     assert node.ns.addrs("cni0") == ["10.42.9.1/24"]
     # without forceAddress the stale gateway is a clear error, and nothing is left behind
-    node.write_subnet(
-        "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.10.1/24\nFLANNEL_MTU=1450\n"
-    )
+    node.write_subnet(subnet_env("10.42.10.1/24", ipmasq=None))
     p3 = node.pod()
     e = err(node.add(p3, "c3", node.conf(forceAddress=False)), 7)
     assert "already has an IP address different from 10.42.10.1/24" in e["msg"]
@@ -213,9 +211,7 @@ def test_ip_masq_rule_added_and_removed(node: Node) -> None:
     conf = node.conf(ipMasq=True)
     res = ok(node.add(pod, "c1", conf))
 
-    def nat() -> str:
-        return node.ns.run("iptables-save", "-t", "nat").stdout
-
+    nat = node.ns.iptables_save
     rules = nat()
     assert "-A POSTROUTING -s 10.42.0.2/32" in rules and "name: cbr0 id: c1" in rules
     assert "MASQUERADE" in rules
@@ -229,7 +225,7 @@ def test_missing_subnet_file_is_try_again_and_malformed_is_7(node: Node) -> None
     node.subnet_file.unlink()
     e = err(node.add(pod, "c1"), 11)
     assert "flannel has not written the subnet file yet" in e["msg"]
-    node.write_subnet("FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.43.0.1/24\n")
+    node.write_subnet(subnet_env("10.43.0.1/24", mtu=None, ipmasq=None))
     e = err(node.add(pod, "c1"), 7)
     assert "subnet.env:2" in (e["msg"] + e.get("details", ""))  # names the line
     assert node.veths() == [] and node.reservations() == {} and "eth0" not in pod.links()
@@ -265,31 +261,9 @@ def test_status_and_gc(node: Node) -> None:
 def test_interoperates_with_reference_host_local_store(node: Node) -> None:
     """An operator can switch between weft and the reference on a running node."""
     pod_ref, pod_weft = node.pod(), node.pod()
-    ref_conf = {
-        "cniVersion": "1.0.0",
-        "name": "cbr0",
-        "type": "bridge",
-        "bridge": "cni0",
-        "isGateway": True,
-        "isDefaultGateway": True,
-        "hairpinMode": True,
-        "forceAddress": True,
-        "mtu": 1450,
-        "ipam": {
-            "type": "host-local",
-            "ranges": [[{"subnet": "10.42.0.0/24"}]],
-            "routes": [{"dst": "10.42.0.0/16"}],
-            "dataDir": str(node.data_dir),
-        },
-    }
-    env = {
-        "CNI_COMMAND": "ADD",
-        "CNI_CONTAINERID": "ref1",
-        "CNI_NETNS": pod_ref.path,
-        "CNI_IFNAME": "eth0",
-        "CNI_PATH": "/usr/lib/cni",
-        "PATH": os.environ["PATH"],
-    }
+    # the reference as k3s's flannel plugin drives it, from the same subnet file
+    ref_conf = netconf(reference_plugin(node.subnet_file.read_text(), node.data_dir))
+    env = cni_env("ADD", "ref1", pod_ref.path)
     subprocess.run(
         ["ip", "netns", "exec", node.ns.name, "/usr/lib/cni/bridge"],
         input=json.dumps(ref_conf),

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from tests.netns import Netns, Node, delete_netns
+from tests.netns import Netns, Node, delete_netns, subnet_env
 from tests.operator.test_operator import EARLIER_BOOT, ok_add, pod_args, set_boot, wait_for_veths
 
 pytestmark = pytest.mark.root
 
-SLASH_29 = "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.5.1/29\nFLANNEL_MTU=1450\n"
+SLASH_29 = subnet_env("10.42.5.1/29", ipmasq=None)
 POOL = {f"10.42.5.{i}" for i in range(2, 7)}
 ISO_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z weft\[\d+\] \w+ ")
 
@@ -186,9 +186,7 @@ def test_force_address_warns_how_many_pods_are_left_on_the_old_subnet(node: Node
     p1, p2, p3 = node.pod(), node.pod(), node.pod()
     ok_add(node, p1, "c1")
     ok_add(node, p2, "c2")
-    node.write_subnet(
-        "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.9.1/24\nFLANNEL_MTU=1450\n"
-    )
+    node.write_subnet(subnet_env("10.42.9.1/24", ipmasq=None))
     out = node.add(p3, "c3")
     assert out.rc == 0, out
     assert node.ns.addrs("cni0") == ["10.42.9.1/24"]

@@ -8,7 +8,6 @@ Runs against ``WEFT_PLUGIN`` (the source tree by default, the frozen binary in
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import socket
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.netns import Netns, Node, Outcome, delete_netns
+from tests.netns import Netns, Node, Outcome, attachment_lock, delete_netns
 
 pytestmark = pytest.mark.root
 
@@ -341,8 +340,7 @@ def test_gc_waits_for_the_network_lock_and_changes_nothing_without_it(mixed: Mix
 def test_gc_skips_an_attachment_a_cni_command_is_working_on(mixed: Mixed) -> None:
     """The lock order: gc only tries an attachment's lock; a busy one is left alone."""
     node = mixed.node
-    digest = hashlib.sha256(b"gone\neth0").hexdigest()
-    path = node.store_dir() / ".weft" / "locks" / digest
+    path = attachment_lock(node.store_dir(), "gone")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     try:

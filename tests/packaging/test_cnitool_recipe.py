@@ -15,11 +15,11 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.netns import ROOT, delete_netns, netns_exists
+
 NETNS = ("weft-pod", "weft-node")
 
 pytestmark = pytest.mark.root
@@ -34,15 +34,15 @@ def recipe() -> str:
 
 @pytest.fixture
 def sandbox_names() -> Iterator[None]:
-    taken = [n for n in NETNS if Path("/run/netns", n).exists()]
+    taken = [n for n in NETNS if netns_exists(n)]
     if taken:
         pytest.fail(f"netns {taken} already exist: the recipe would use someone else's")
     try:
         yield
     finally:
         for name in NETNS:
-            if Path("/run/netns", name).exists():
-                subprocess.run(["ip", "netns", "del", name], check=False)
+            if netns_exists(name):
+                delete_netns(name)
 
 
 def test_cnitool_recipe_as_written(sandbox_names: None) -> None:
@@ -76,4 +76,4 @@ def test_cnitool_recipe_as_written(sandbox_names: None) -> None:
     listing = rest.rsplit("rtt min/avg/max/mdev", 1)[1].strip().splitlines()[1:]
     assert sorted(listing) == [".weft", "last_reserved_ip.0", "lock"], rest
     # The recipe removed its netns.
-    assert not [n for n in NETNS if Path("/run/netns", n).exists()]
+    assert not [n for n in NETNS if netns_exists(n)]

@@ -1,22 +1,34 @@
-"""Shared helpers for the robustness suite: oracles (``ip -j``, iptables-save, directory
-listings), outcome checks and the figures the suite reports.
+"""Shared helpers for the robustness suite: outcome checks, what must be gone or there after
+a command (over the sandbox library's oracles, tests/netns.py) and the figures the suite
+reports.
 
 Everything here reads state; nothing creates network objects outside the Node sandbox.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.netns import Netns, Node, Outcome, delete_netns, new_netns
+from tests.netns import (
+    Netns,
+    Node,
+    Outcome,
+    delete_netns,
+    host_veth_name,
+    nat_mentions,
+    new_netns,
+    node_veths,
+    owners,
+    pod_addr,
+    pod_links,
+    records_for,
+    reserved_by,
+)
 
 # figure name -> number; printed at the end of the run and written to figures.json
 FIGURES: dict[str, int] = {}
@@ -31,15 +43,6 @@ def bump(key: str, n: int = 1) -> None:
 def killed(rc: int) -> bool:
     """SIGKILL as seen through ``ip netns exec`` (which execs the plugin: -9) or a shell (137)."""
     return rc in (-9, 137)
-
-
-def subnet_env(cidr: str, mtu: int = 1450, ipmasq: bool = True) -> str:
-    return (
-        "FLANNEL_NETWORK=10.42.0.0/16\n"
-        f"FLANNEL_SUBNET={cidr}\n"
-        f"FLANNEL_MTU={mtu}\n"
-        f"FLANNEL_IPMASQ={'true' if ipmasq else 'false'}\n"
-    )
 
 
 # ---- outcome checks ---------------------------------------------------------------------
@@ -99,94 +102,9 @@ def host_veth(result: dict[str, Any]) -> str:
     return str(result["interfaces"][1]["name"])
 
 
-# ---- kernel and store oracles -------------------------------------------------------------
-def node_veths(node: Node) -> set[str]:
-    return set(node.veths())
-
-
-def pod_links(pod: Netns) -> set[str]:
-    """Interface names in a pod netns other than lo ({} when the netns is gone)."""
-    if not os.path.exists(pod.path):
-        return set()
-    return {n for n in pod.links() if n != "lo"}
-
-
-def pod_addr(pod: Netns, dev: str = "eth0") -> list[str]:
-    return [a.split("/")[0] for a in pod.addrs(dev)]
-
-
-def nat_dump(node: Node) -> str:
-    return node.ns.run("iptables-save", "-t", "nat").stdout
-
-
-def nat_mentions(node: Node, cid: str) -> list[str]:
-    """Rules/chains of the node's nat table that belong to ``cid`` (comment or chain)."""
-    chain = "WEFT-" + hashlib.sha256(f"cbr0\0{cid}".encode()).hexdigest()[:20]
-    return [
-        ln for ln in nat_dump(node).splitlines()
-        if f"id: {cid}\"" in ln or f"id: {cid} " in ln or chain in ln
-    ]
-
-
-def weft_nat_lines(node: Node) -> list[str]:
-    return [ln for ln in nat_dump(node).splitlines() if "WEFT-" in ln]
-
-
-def records(node: Node, network: str = "cbr0") -> dict[str, dict[str, Any]]:
-    """Attachment records by file name (unparseable ones as {"<raw>": text})."""
-    d = node.store_dir(network) / ".weft"
-    out: dict[str, dict[str, Any]] = {}
-    if not d.is_dir():
-        return out
-    for p in d.iterdir():
-        if p.name.startswith(".") or not p.is_file():
-            continue
-        try:
-            out[p.name] = json.loads(p.read_bytes())
-        except ValueError:
-            out[p.name] = {"<raw>": p.read_bytes().decode("latin-1")}
-    return out
-
-
-def owners(node: Node, network: str = "cbr0") -> dict[str, str]:
-    """Reservation file name -> owner (content, bytes decoded)."""
-    return {k: v.decode("latin-1") for k, v in node.reservations(network).items()}
-
-
-def reserved_by(node: Node, cid: str, ifname: str = "eth0") -> list[str]:
-    want = f"{cid}\r\n{ifname}"
-    return [ip for ip, who in owners(node).items() if who.strip() in (want, cid)]
-
-
-def records_for(node: Node, cid: str) -> list[dict[str, Any]]:
-    return [r for r in records(node).values() if r.get("containerID") == cid]
-
-
-def tree(root: Path) -> dict[str, str]:
-    """relative path -> 'dir' | 'link:<target>' | sha256 of the content, for a whole tree."""
-    out: dict[str, str] = {}
-    if not root.exists():
-        return out
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            p = Path(dirpath, d)
-            out[str(p.relative_to(root))] = "link:" + os.readlink(p) if p.is_symlink() else "dir"
-        for f in filenames:
-            p = Path(dirpath, f)
-            rel = str(p.relative_to(root))
-            if p.is_symlink():
-                out[rel] = "link:" + os.readlink(p)
-            else:
-                try:
-                    out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-                except OSError as e:
-                    out[rel] = f"unreadable:{e.errno}"
-    return out
-
-
 def assert_gone(node: Node, pod: Netns | None, cid: str, ifname: str = "eth0") -> None:
     """Nothing of (cid, ifname) is left: veth, pod interface, reservation, record, nat."""
-    name = "veth" + hashlib.sha256(f"{cid}\0{ifname}".encode()).hexdigest()[:11]
+    name = host_veth_name(cid, ifname)
     assert name not in node_veths(node), f"host veth {name} of {cid} left in the node"
     if pod is not None:
         assert ifname not in pod_links(pod), f"{ifname} left in the pod netns of {cid}"
@@ -197,7 +115,7 @@ def assert_gone(node: Node, pod: Netns | None, cid: str, ifname: str = "eth0") -
 
 def assert_there(node: Node, pod: Netns, cid: str, ip: str, ifname: str = "eth0") -> None:
     """(cid, ifname) fully attached: host veth on cni0, pod ifname with ``ip``, reservation."""
-    name = "veth" + hashlib.sha256(f"{cid}\0{ifname}".encode()).hexdigest()[:11]
+    name = host_veth_name(cid, ifname)
     links = node.ns.links()
     assert name in links, f"host veth {name} of {cid} missing"
     assert links[name].get("master") == "cni0", links[name]
@@ -224,15 +142,6 @@ def extra_node(tmp: Path, subnet: str | None = None) -> Iterator[Node]:
 def run_bounded(node: Node, command: str, conf: dict[str, Any], cid: str, netns: str,
                 timeout: float, ifname: str = "eth0") -> tuple[Outcome, float]:
     """Like ``node.exec`` but with our own hang bound; returns (outcome, seconds)."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-        "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
-        "CNI_IFNAME": ifname, "CNI_PATH": "/usr/lib/cni",
-    }
     t0 = time.monotonic()
-    proc = subprocess.run(
-        ["ip", "netns", "exec", node.ns.name, node.plugin], input=json.dumps(conf).encode(),
-        capture_output=True, env=env, timeout=timeout,
-    )
-    took = time.monotonic() - t0
-    return Outcome(proc.returncode, proc.stdout.decode(), proc.stderr.decode()), took
+    outcome = node.exec(command, conf, cid, netns, ifname, timeout=timeout)
+    return outcome, time.monotonic() - t0

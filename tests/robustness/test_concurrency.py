@@ -13,7 +13,19 @@ from typing import Any
 
 import pytest
 
-from tests.netns import Netns, Node, Outcome
+from tests.netns import (
+    Netns,
+    Node,
+    Outcome,
+    node_veths,
+    owners,
+    pod_addr,
+    pod_links,
+    records,
+    reserved_by,
+    subnet_env,
+    tree,
+)
 from tests.robustness._support import (
     assert_gone,
     assert_there,
@@ -22,16 +34,8 @@ from tests.robustness._support import (
     expect_ok_empty,
     expect_result,
     host_veth,
-    node_veths,
-    owners,
-    pod_addr,
-    pod_links,
-    records,
-    reserved_by,
     result_ip,
     run_bounded,
-    subnet_env,
-    tree,
 )
 
 pytestmark = pytest.mark.root

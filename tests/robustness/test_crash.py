@@ -15,7 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import Node, delete_netns
+from tests.netns import (
+    Node,
+    delete_netns,
+    nat_mentions,
+    node_veths,
+    owners,
+    pod_addr,
+    pod_links,
+    records,
+    records_for,
+    reserved_by,
+    tree,
+    weft_nat_lines,
+)
 from tests.robustness._support import (
     assert_gone,
     assert_there,
@@ -25,17 +38,7 @@ from tests.robustness._support import (
     expect_result,
     host_veth,
     killed,
-    nat_mentions,
-    node_veths,
-    owners,
-    pod_addr,
-    pod_links,
-    records,
-    records_for,
-    reserved_by,
     result_ip,
-    tree,
-    weft_nat_lines,
 )
 
 pytestmark = pytest.mark.root

@@ -9,7 +9,15 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.netns import Netns, Node, delete_netns
+from tests.netns import (
+    Netns,
+    Node,
+    delete_netns,
+    node_veths,
+    owners,
+    records,
+    weft_nat_lines,
+)
 from tests.robustness._support import (
     assert_gone,
     bump,
@@ -17,10 +25,6 @@ from tests.robustness._support import (
     expect_ok_empty,
     expect_result,
     host_veth,
-    node_veths,
-    owners,
-    records,
-    weft_nat_lines,
 )
 
 pytestmark = pytest.mark.root

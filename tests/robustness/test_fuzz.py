@@ -34,7 +34,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import wrongtypes
-from tests.netns import Node, Outcome
+from tests.netns import (
+    Node,
+    Outcome,
+    node_veths,
+    owners,
+    pod_links,
+    records,
+    tree,
+    weft_nat_lines,
+)
 from tests.robustness._support import (
     FIGURES,
     Malformed,
@@ -42,14 +51,8 @@ from tests.robustness._support import (
     expect_error,
     expect_ok_empty,
     expect_result,
-    node_veths,
-    owners,
     parse_stdout,
-    pod_links,
-    records,
     result_ip,
-    tree,
-    weft_nat_lines,
 )
 
 pytestmark = pytest.mark.root

@@ -6,7 +6,6 @@ order were broken. Kernel and store state are read with ip -j and directory list
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import subprocess
@@ -16,7 +15,19 @@ from typing import Any
 
 import pytest
 
-from tests.netns import Netns, Node, Outcome
+from tests.netns import (
+    Netns,
+    Node,
+    Outcome,
+    attachment_lock,
+    nat_mentions,
+    node_veths,
+    owners,
+    pod_links,
+    records,
+    records_for,
+    reserved_by,
+)
 from tests.robustness._support import (
     assert_gone,
     assert_there,
@@ -25,13 +36,6 @@ from tests.robustness._support import (
     expect_result,
     host_veth,
     killed,
-    nat_mentions,
-    node_veths,
-    owners,
-    pod_links,
-    records,
-    records_for,
-    reserved_by,
     result_ip,
 )
 
@@ -43,8 +47,7 @@ PAIRS = 12  # same-container ADD∥DEL races interleaved into the burst
 
 
 def lock_file(node: Node, cid: str, ifname: str = "eth0") -> str:
-    key = hashlib.sha256(f"{cid}\n{ifname}".encode()).hexdigest()
-    return str(node.store_dir() / ".weft" / "locks" / key)
+    return str(attachment_lock(node.store_dir(), cid, ifname))
 
 
 def gc_conf(node: Node, valid: list[str], **kw: Any) -> dict[str, Any]:

@@ -9,21 +9,25 @@ from typing import Any
 
 import pytest
 
-from tests.netns import Netns, Node, delete_netns
-from tests.robustness._support import (
-    assert_there,
-    bump,
-    expect_error,
-    expect_ok_empty,
-    expect_result,
+from tests.netns import (
+    Netns,
+    Node,
+    delete_netns,
     node_veths,
     owners,
     pod_links,
     records,
     records_for,
     reserved_by,
-    result_ip,
     subnet_env,
+)
+from tests.robustness._support import (
+    assert_there,
+    bump,
+    expect_error,
+    expect_ok_empty,
+    expect_result,
+    result_ip,
 )
 
 pytestmark = pytest.mark.root

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.netns import Node
+from tests.netns import (
+    Node,
+    owners,
+    subnet_env,
+)
 from tests.robustness._support import (
     assert_gone,
     assert_there,
@@ -14,9 +18,7 @@ from tests.robustness._support import (
     expect_ok_empty,
     expect_result,
     host_veth,
-    owners,
     result_ip,
-    subnet_env,
 )
 
 pytestmark = pytest.mark.root
