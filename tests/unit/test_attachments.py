@@ -71,7 +71,7 @@ def test_record_without_pod_reads_and_writes_the_older_format() -> None:
         (b'{"containerID":"c1"}', "expected"),
         (REC.to_json().replace(b'"ipMasq":true', b'"ipMasq":"yes"'), "ipMasq"),
         (REC.to_json().replace(b'"10.42.0.5/24"', b"5"), "ips"),
-        (REC.to_json().replace(b'"10.42.0.5/24"', b'"10.42.0.500/24"'), ""),
+        (REC.to_json().replace(b'"10.42.0.5/24"', b'"10.42.0.500/24"'), "10.42.0.500"),
         (REC.to_json().replace(b'"podName":"', b'"podName":7,"x":"'), "podName"),
     ],
 )

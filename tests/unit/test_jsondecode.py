@@ -17,14 +17,7 @@ from cni.spec import check_version
 from cnispec.errors import CNIError, DecodeFailure, IncompatibleVersion
 from ipam.subnetfile import parse_subnet_file
 from tests import wrongtypes
-
-ENV = {
-    "CNI_COMMAND": "ADD",
-    "CNI_CONTAINERID": "c1",
-    "CNI_NETNS": "/run/netns/p",
-    "CNI_IFNAME": "eth0",
-    "CNI_PATH": "/x",
-}
+from tests.unit.test_dispatch import ENV
 
 
 def nested(depth: int, opener: str = "[", closer: str = "]") -> bytes:
