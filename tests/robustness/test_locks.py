@@ -301,8 +301,10 @@ def test_lock_order_gc_never_waits_for_an_attachment_while_holding_the_network_l
         gc.stdin = None  # closed: communicate() below must not flush it
         net_lock = str(node.store_dir() / "lock")
         seen = False
-        while gc.poll() is None:  # until GC holds the network lock (or is done)
-            if gc.pid in _flock_holders(net_lock):
+        # until GC holds the network lock (or is done). The holder is GC's process: the
+        # plugin itself, or the helper's child that runs its request; nothing else runs here.
+        while gc.poll() is None:
+            if _flock_holders(net_lock) - {os.getpid()}:
                 seen = True
                 break
         fd_net = _flock_within(net_lock, 120)  # "ADD of X" now wants the network lock
