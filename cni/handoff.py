@@ -41,7 +41,9 @@ ACCEPTED, REFUSED, GO, EXITED, SIGNALED = b"A", b"R", b"G", b"X", b"S"
 MAX_IDENTITY = 256
 MAX_CWD = 4096
 MAX_ENV = 256 * 1024
-MAX_STDIN = 1024 * 1024
+# jsondecode.MAX_BYTES + 1 (a unit test holds them together): as much as the in-process
+# path reads, so an oversized config gets the same code 6 from the helper's child
+MAX_STDIN = 4 * 1024 * 1024 + 1
 MAX_FDS = 4
 
 ACCEPT_TIMEOUT = 3.0  # connect + handshake; past it the request runs in-process
@@ -109,8 +111,8 @@ def try_helper() -> Outcome:
         sock.settimeout(ACCEPT_TIMEOUT)
         sock.connect(path)
         stdin = _read_stdin()
-        if stdin is None or len(stdin) > MAX_STDIN:
-            return _fallback(stdin, "stdin unreadable or too large")
+        if stdin is None:
+            return _fallback(stdin, "stdin unreadable")
         if not _offer(sock, stdin):
             return _fallback(stdin, "not accepted")
     except Exception as e:  # whatever failed before GO: the helper has run nothing
@@ -229,16 +231,21 @@ def _lost(stdin: bytes | None, err: BaseException) -> int:
 
 
 def _read_stdin() -> bytes | None:
-    """All of stdin (None when fd 0 cannot be read: then the in-process path reads it)."""
+    """Stdin, up to MAX_STDIN bytes as the in-process path reads it (None when fd 0 cannot
+    be read: then the in-process path reads it)."""
     chunks: list[bytes] = []
+    left = MAX_STDIN
     try:
-        while True:
-            b = os.read(0, 65536)
+        while left > 0:
+            b = os.read(0, min(65536, left))
             if not b:
-                return b"".join(chunks)
+                break
             chunks.append(b)
+            left -= len(b)
     except OSError:
-        return b"".join(chunks) if chunks else None
+        if not chunks:
+            return None
+    return b"".join(chunks)
 
 
 def _recv_exact(sock: _socket.socket, n: int) -> bytes:

@@ -224,3 +224,10 @@ def test_lock_timeout_out_of_range_is_code_7(timeout: float) -> None:
 def test_lock_timeout_bound_accepted() -> None:
     conf = wrongtypes.build("flannel", ("lockTimeout",), 86400, FILL)
     assert parse_netconf(decode_object(json.dumps(conf).encode()), SUBNET).lock_timeout == 86400.0
+
+
+def test_the_helper_takes_as_much_stdin_as_the_in_process_path_reads() -> None:
+    """So an oversized config gets the same code 6 in both modes, from the same decoder."""
+    from cni import handoff
+
+    assert handoff.MAX_STDIN == MAX_BYTES + 1
