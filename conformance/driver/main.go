@@ -204,6 +204,36 @@ func execEach(ctx context.Context, command string, list *libcni.NetworkConfigLis
 	}
 }
 
+// runList runs add, check or del of a whole list; add prints the result (indented for a
+// person when indent is set, one line for the suite).
+func runList(ctx context.Context, cninet *libcni.CNIConfig, cmd string, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf, indent string) {
+	switch cmd {
+	case "add":
+		result, err := cninet.AddNetworkList(ctx, list, rt)
+		if err != nil {
+			fail(err)
+		}
+		var b []byte
+		if indent != "" {
+			b, err = json.MarshalIndent(result, "", indent)
+		} else {
+			b, err = json.Marshal(result)
+		}
+		if err != nil {
+			fail(err)
+		}
+		fmt.Println(string(b))
+	case "check":
+		if err := cninet.CheckNetworkList(ctx, list, rt); err != nil {
+			fail(err)
+		}
+	case "del":
+		if err := cninet.DelNetworkList(ctx, list, rt); err != nil {
+			fail(err)
+		}
+	}
+}
+
 // cnitool: the network is named, its conflist looked up in NETCONFPATH.
 func cnitool() {
 	if len(os.Args) < 3 {
@@ -230,27 +260,7 @@ func cnitool() {
 		if err != nil {
 			fail(err)
 		}
-		rt := runtimeConf(netns)
-		switch cmd {
-		case "add":
-			result, err := cninet.AddNetworkList(ctx, list, rt)
-			if err != nil {
-				fail(err)
-			}
-			b, err := json.MarshalIndent(result, "", "    ")
-			if err != nil {
-				fail(err)
-			}
-			fmt.Println(string(b))
-		case "check":
-			if err := cninet.CheckNetworkList(ctx, list, rt); err != nil {
-				fail(err)
-			}
-		case "del":
-			if err := cninet.DelNetworkList(ctx, list, rt); err != nil {
-				fail(err)
-			}
-		}
+		runList(ctx, cninet, cmd, list, runtimeConf(netns), "    ")
 	case "gc":
 		valid := []interface{}{}
 		if len(os.Args) == 4 {
@@ -302,28 +312,7 @@ func main() {
 		if len(os.Args) != 4 {
 			usage()
 		}
-		list := loadList(os.Args[2])
-		rt := runtimeConf(os.Args[3])
-		switch cmd {
-		case "add":
-			result, err := cninet.AddNetworkList(ctx, list, rt)
-			if err != nil {
-				fail(err)
-			}
-			b, err := json.Marshal(result)
-			if err != nil {
-				fail(err)
-			}
-			fmt.Println(string(b))
-		case "check":
-			if err := cninet.CheckNetworkList(ctx, list, rt); err != nil {
-				fail(err)
-			}
-		case "del":
-			if err := cninet.DelNetworkList(ctx, list, rt); err != nil {
-				fail(err)
-			}
-		}
+		runList(ctx, cninet, cmd, loadList(os.Args[2]), runtimeConf(os.Args[3]), "")
 	case "validate":
 		caps, err := cninet.ValidateNetworkList(ctx, loadList(os.Args[2]))
 		if err != nil {

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -21,10 +21,10 @@ from tests.cri.client import CriClient
 from tests.cri.stubs import generate
 from tests.e2e.busybox_image import BusyboxImage, build_pause_archive
 from tests.e2e.conftest import (
-    _attach_logs,
     _require_root_and_tools,
     e2e_base,  # noqa: F401  (a fixture this tier shares: the temp base dir)
     e2e_node,  # noqa: F401  (a fixture this tier shares: the sandbox node)
+    pytest_runtest_makereport,  # noqa: F401  (failure reports carry the same logs)
 )
 from tests.e2e.private_containerd import CRI_NAMESPACE, CriSettings, Node, PrivateContainerd
 
@@ -100,21 +100,3 @@ def start_cri(
         finally:
             client.close()
             cd.close()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    rep = yield
-    if rep.failed:
-        _attach_logs(item, rep)
-        base = getattr(item, "funcargs", {}).get("e2e_base")
-        if isinstance(base, Path):
-            log = base / "containerd" / "containerd.log"
-            if log.exists():
-                rep.sections.append(("containerd log (tail)", log.read_text()[-20000:]))
-            calls = base / "cni-calls.log"
-            if calls.exists():
-                rep.sections.append(("CNI calls", calls.read_text()))
-    return rep

@@ -115,3 +115,11 @@ def _attach_logs(item: pytest.Item, rep: pytest.TestReport) -> None:
         holder_log = nd.base / "holder.log"
         if holder_log.exists():
             rep.sections.append(("node holder log", holder_log.read_text(errors="replace")))
+    base = funcargs.get("e2e_base")  # the CRI tier's containerd and its chain's call log
+    if isinstance(base, Path):
+        log = base / "containerd" / "containerd.log"
+        if not isinstance(cd, PrivateContainerd) and log.exists():
+            rep.sections.append(("containerd log (tail)", log.read_text(errors="replace")[-20000:]))
+        calls = base / "cni-calls.log"
+        if calls.exists():
+            rep.sections.append(("CNI calls", calls.read_text(errors="replace")))
