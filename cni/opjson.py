@@ -9,51 +9,41 @@ Field names are camelCase like the CNI JSON a runtime sees; the schemas are stab
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 # pydantic would otherwise scan every installed distribution's entry points for plugins
 # (importlib.metadata: slow, and modules the frozen bundle does not carry); weft uses none.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from pydantic import BaseModel, ConfigDict  # noqa: E402
+from pydantic import BaseModel, ConfigDict, create_model  # noqa: E402
 from pydantic.alias_generators import to_camel  # noqa: E402
 
-from cni.opstate import NodeFacts, Problem, Row  # noqa: E402
+from cni.opstate import NodeFacts, Problem, RangeUsage, Row  # noqa: E402
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
-class Address(_Model):
-    ip: str
-    container_id: str
-    ifname: str
-    pod_namespace: str
-    pod_name: str
-    netns: str
-    netns_exists: bool | None
-    host_veth: str
-    veth_present: bool | None
-    boot: str
-    age_seconds: int | None
-    state: str
-    reason: str
+def _mirror(nt: type[tuple[Any, ...]], name: str, **extra: Any) -> type[_Model]:
+    """A model with the fields of the NamedTuple ``nt`` (plus ``extra``): the row types of
+    ``cni.opstate`` stay the one declaration of what a row holds."""
+    fields: dict[str, Any] = {k: (t, ...) for k, t in get_type_hints(nt).items()}
+    return create_model(name, __base__=_Model, **fields, **extra)
+
+
+if TYPE_CHECKING:  # to mypy: models; built from the rows below
+    Address = _Model
+    RangeUse = _Model
+else:
+    Address = _mirror(Row, "Address")
+    RangeUse = _mirror(RangeUsage, "RangeUse", available=(int, ...))
 
 
 class LsOutput(_Model):
     config: str
     store: str
     addresses: list[Address]
-
-
-class RangeUse(_Model):
-    range_set: str
-    capacity: int
-    live: int
-    stale: int
-    unjudgeable: int
-    free: int
-    available: int
 
 
 class ProblemOut(_Model):
@@ -126,6 +116,10 @@ def _address(r: Row) -> Address:
     return Address(**r._asdict())
 
 
+def _range_use(u: RangeUsage) -> RangeUse:
+    return RangeUse.model_validate({**u._asdict(), "available": u.available})
+
+
 def ls_json(config: str, store: str, table: list[Row]) -> str:
     return _dump(LsOutput(config=config, store=store, addresses=[_address(r) for r in table]))
 
@@ -155,7 +149,7 @@ def status_json(config: str, f: NodeFacts, problems: list[Problem], helper_build
                 want_mtu=f.want_mtu,
             ),
             forwarding={f"ipv{v}": value for v, value in f.forwarding},
-            ranges=[RangeUse(**u._asdict(), available=u.available) for u in f.usage],
+            ranges=[_range_use(u) for u in f.usage],
             store=f.store_dir,
             helper=Helper(socket=f.helper_socket, state=f.helper_state, build=helper_build),
             problems=[ProblemOut(what=p.what, fix=p.fix) for p in problems],
