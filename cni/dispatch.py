@@ -77,11 +77,10 @@ class Dispatcher:
                 spec.read_env(self._getenv)
                 return self._version()
             try:  # decoded first, so that even an env error answers in the config's version
-                conf = decode_object(self._read_stdin())
+                conf = obj = decode_object(self._read_stdin())
             except DecodeFailure:
                 spec.read_env(self._getenv)  # but a bad env is reported first, as skel does
                 raise
-            obj = conf
             env = spec.read_env(self._getenv)
             version = spec.check_version(conf.get("cniVersion"))
             minimum = spec.MIN_VERSION.get(env.command)

@@ -195,10 +195,16 @@ def test_non_root_peer_is_refused(tmp_path: Path) -> None:
     shutil.rmtree(base, ignore_errors=True)
 
 
-def _expect_closed_without_accept(sock: Path, data: bytes, fds: list[int]) -> None:
+def _expect_closed_without_accept(
+    sock: Path, data: bytes, fds: list[int], end: bool = False
+) -> None:
+    """Send ``data`` (and ``fds``); the helper must close without accepting. ``end``: say
+    there is no more, so the helper must not wait for its deadline."""
     s = connect(sock)
     try:
         send_with_fds(s, data, fds)
+        if end:
+            s.shutdown(socket.SHUT_WR)
         reply = recv_reply(s)
         assert reply is None or reply[0] != handoff.ACCEPTED, reply
     except (BrokenPipeError, ConnectionResetError):
@@ -286,16 +292,7 @@ def test_fuzzed_handshakes_never_crash_the_helper(
 ) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     try:
-        s = connect(fuzz_helper.sock)
-        try:
-            send_with_fds(s, data, [null] * n_fds)
-            s.shutdown(socket.SHUT_WR)  # no more: the helper must not wait for its deadline
-            reply = recv_reply(s)
-            assert reply is None or reply[0] != handoff.ACCEPTED, reply
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        finally:
-            s.close()
+        _expect_closed_without_accept(fuzz_helper.sock, data, [null] * n_fds, end=True)
     finally:
         os.close(null)
     assert fuzz_helper.proc is not None and fuzz_helper.proc.poll() is None
