@@ -113,6 +113,8 @@ class Log:
 
     def _emit(self, level: str, msg: str) -> None:
         lvl = LEVELS[level]
+        if self._configured and lvl < self._level and lvl < LEVELS["warning"]:
+            return  # below the file's level and not for stderr: not worth formatting
         line = f"{self._head(level)}: {msg}\n"
         if lvl >= LEVELS["warning"]:
             self._to_stderr(line)
