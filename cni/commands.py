@@ -51,7 +51,7 @@ from ipam.disk import DiskStore
 from ipam.lock import FileLock, attachment_lock, attachment_lock_keys
 from ipam.ranges import RangeSet
 from ipam.store import Reservation
-from ipam.subnetfile import SubnetFile, parse_subnet_file
+from ipam.subnetfile import SubnetFile, SubnetFileIncomplete, parse_subnet_file
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -77,7 +77,7 @@ def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
         return None
     try:
         return parse_subnet_file(text, path)
-    except InvalidConfig:
+    except (InvalidConfig, SubnetFileIncomplete):
         if required:
             raise
         return None

@@ -108,6 +108,7 @@ def test_range_usage_counts_stale_as_available() -> None:
 def facts(**kw: object) -> NodeFacts:
     sf = parse_subnet_file(
         "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.0.1/24\nFLANNEL_MTU=1450\n"
+        "FLANNEL_IPMASQ=true\n"
     )
     base = dict(
         subnet_file="/run/flannel/subnet.env",
