@@ -270,6 +270,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
             net.records.put(attachment_record(plan, cid, env.netns, current_boot, k8s))
             store_undo.callback(net.records.delete, cid, ifname)
             br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
+            _own_routes(plan.bridge, req.log)
             moved = bridge.ensure_bridge_addresses(
                 host, br, plan.bridge_addresses, plan.force_address
             )
@@ -280,6 +281,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         req.checkpoint("reserved")
         veth = bridge.create_veth(host, pod, plan, pod_fd, br)
         undo.callback(bridge.delete_link, host, plan.host_veth)
+        _own_routes(plan.host_veth, req.log)
         req.checkpoint("veth")
         versions = plan.versions
         with entered(pod_fd, env.netns):
@@ -348,6 +350,16 @@ def _pod_sysctls(ifname: str, versions: frozenset[int]) -> None:
         sysctl.write(f"net/ipv4/conf/{ifname}/arp_notify", "1")
     if 6 in versions:
         sysctl.write(f"net/ipv6/conf/{ifname}/accept_dad", "0")
+
+
+def _own_routes(ifname: str, log: Log) -> None:
+    """accept_ra=0 on a node-side interface weft made: weft owns its routes, a router
+    advertisement on the pod network must not add any (as the reference does, even for
+    IPv4-only pods). Best effort, as there: a node without IPv6 has no such sysctl."""
+    try:
+        sysctl.ensure(f"net/ipv6/conf/{ifname}/accept_ra", "0")
+    except CNIError as e:
+        log.info(f"accept_ra of {ifname} left as it is: {e}")
 
 
 def _forwarding(versions: frozenset[int]) -> None:

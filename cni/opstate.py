@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
-from cni.plan import is_stale
+from cni.plan import bridge_address_conflicts, is_stale
 from cnispec.ip import IPAddress
 from ipam.attachments import Attachment
 from ipam.ranges import RangeSet
@@ -218,8 +218,10 @@ def problems(f: NodeFacts) -> list[Problem]:
         for want in f.want_addrs:
             if want in f.bridge_addrs:
                 continue
-            v6 = ":" in want
-            other = [a for a in f.bridge_addrs if (":" in a) == v6 and not _link_local(a)]
+            w = ipaddress.ip_interface(want)
+            other = [
+                a for a in f.bridge_addrs if bridge_address_conflicts(ipaddress.ip_interface(a), w)
+            ]
             if other:
                 out.append(
                     Problem(
@@ -284,10 +286,6 @@ def problems(f: NodeFacts) -> list[Problem]:
             )
         )
     return out
-
-
-def _link_local(iface: str) -> bool:
-    return ipaddress.ip_interface(iface).ip.is_link_local
 
 
 def human_age(seconds: int | None) -> str:

@@ -11,7 +11,9 @@ Public API (also what operator tooling builds on):
   -> Teardown | None``: what removing one attachment takes, None for nothing;
 * ``is_stale(record, netns_exists) -> bool``: may this attachment be
   reclaimed (its pod cannot exist any more)? The caller tears it down;
-* ``plan_gc(valid, reservations, records) -> GCPlan``: what a CNI GC collects.
+* ``plan_gc(valid, reservations, records) -> GCPlan``: what a CNI GC collects;
+* ``bridge_address_conflicts(have, want) -> bool``: which bridge addresses a new gateway
+  address replaces (forceAddress) or is refused for.
 """
 
 from __future__ import annotations
@@ -134,6 +136,16 @@ def attachment_record(
         pod_namespace=pod.namespace,
         pod_name=pod.name,
     )
+
+
+def bridge_address_conflicts(have: IPInterface, want: IPInterface) -> bool:
+    """Does ``have``, already on the bridge, stand in the way of gateway ``want`` (replaced
+    under forceAddress, an error without it)? As the reference's ``ensureAddr``: any other
+    IPv4 address does (a bridge serves one IPv4 subnet); an IPv6 address only when its
+    subnet overlaps ``want``'s (a bridge may carry several IPv6 prefixes: SLAAC, ULA, ...)."""
+    if have == want or have.version != want.version:
+        return False
+    return want.version == 4 or have.network.overlaps(want.network)
 
 
 # ---- teardown: DEL, GC and reclaim -------------------------------------------------------

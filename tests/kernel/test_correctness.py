@@ -60,3 +60,67 @@ def test_del_still_works_when_the_subnet_file_is_incomplete(node: Node) -> None:
     node.write_subnet(subnet_env(mtu=None))
     ok(node.delete(pod, "c1"))
     assert node.veths() == [] and node.reservations() == {} and node.weft_files() == []
+
+
+# ---- the bridge as the reference leaves it --------------------------------------------------
+def accept_ra(node: Node, ifname: str) -> str:
+    """Read inside the node's netns, by the kernel's /proc/sys (not through weft)."""
+    return str(node.ns.run("cat", f"/proc/sys/net/ipv6/conf/{ifname}/accept_ra").stdout.strip())
+
+
+def test_accept_ra_is_off_on_the_bridge_and_the_host_veth(node: Node) -> None:
+    pod = node.pod()
+    res = ok(node.add(pod, "c1"))
+    veth = res["interfaces"][1]["name"]
+    assert node.ns.links()[veth]["master"] == "cni0"
+    assert accept_ra(node, "cni0") == "0" and accept_ra(node, veth) == "0"
+    assert accept_ra(node, "lo") != "0" or accept_ra(node, "default") != "0"  # not global
+    node.ns.run("sysctl", "-qw", "net.ipv6.conf.cni0.accept_ra=1")
+    res2 = ok(node.add(node.pod(), "c2"))
+    assert accept_ra(node, "cni0") == "0" and accept_ra(node, res2["interfaces"][1]["name"]) == "0"
+
+
+DUAL = subnet_env(ipv6=("2001:cafe:42::/56", "2001:cafe:42::1/64"))
+
+
+def bridge_with(node: Node, *addrs: str) -> None:
+    node.ns.run("ip", "link", "add", "cni0", "type", "bridge")
+    node.ns.run("ip", "link", "set", "cni0", "up")
+    for a in addrs:
+        node.ns.run("ip", "addr", "add", a, "dev", "cni0", *(["nodad"] if ":" in a else []))
+
+
+def global_addrs(node: Node) -> set[str]:
+    return {a for a in node.ns.addrs("cni0") if not a.startswith("fe80:")}
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_other_ipv6_prefixes_on_the_bridge_are_left_alone(node: Node, force: bool) -> None:
+    node.write_subnet(DUAL)
+    bridge_with(node, "fd99::1/64", "2001:db8:7::1/64")
+    pod = node.pod()
+    ok(node.add(pod, "c1", node.conf(forceAddress=force)))
+    assert global_addrs(node) == {
+        "10.42.0.1/24",
+        "2001:cafe:42::1/64",
+        "fd99::1/64",
+        "2001:db8:7::1/64",
+    }
+    out = pod.run("ping", "-6", "-c", "1", "-W", "2", "2001:cafe:42::1", check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("other", ["2001:cafe:42::99/64", "2001:cafe:42::1/56", "10.42.9.1/24"])
+def test_an_overlapping_ipv6_or_any_other_ipv4_address_is_in_the_way(
+    node: Node, other: str
+) -> None:
+    node.write_subnet(DUAL)
+    bridge_with(node, other, "fd99::1/64")
+    pod = node.pod()
+    e = err(node.add(pod, "c1", node.conf(forceAddress=False)), 7)
+    assert "cni0 already has an IP address different from" in e["msg"]
+    assert other in e.get("details", "")
+    assert node.reservations() == {} and "eth0" not in pod.links() and node.veths() == []
+    assert other in global_addrs(node)
+    ok(node.add(pod, "c1", node.conf(forceAddress=True)))
+    assert global_addrs(node) == {"10.42.0.1/24", "2001:cafe:42::1/64", "fd99::1/64"}
