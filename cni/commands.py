@@ -22,12 +22,15 @@ from cni.config import NetConf, config_warnings, parse_netconf, shape_reason, su
 from cni.dispatch import Request
 from cni.log import Log
 from cni.netlink import Netlink
-from cni.netns import NetnsGone, entered, open_netns
+from cni.netns import NetnsGone, entered, identity_at, identity_of_fd, open_netns
 from cni.plan import (
+    NETNS_GONE,
+    NETNS_OTHER,
     Teardown,
     attachment_record,
     build_result,
     is_stale,
+    netns_state,
     plan_add,
     plan_gc,
     plan_teardown,
@@ -198,7 +201,7 @@ def reclaim_if_stale(
     reclaim is rare (a reboot's leftovers, a full range) and finds little in the kernel."""
     key = (r.container_id, r.ifname)
     record = _record_of(net, r)
-    if record is None or not is_stale(record, os.path.exists):
+    if record is None or not is_stale(record, identity_at):
         return False
     with ExitStack() as held:
         if key != own:
@@ -212,9 +215,11 @@ def reclaim_if_stale(
             apply_teardown_store(net, t)
     pod = f" (pod {record.pod_namespace}/{record.pod_name})" if record.pod_name else ""
     boot = "this boot" if record.boot_id == current_boot else "an earlier boot"
+    now = netns_state(record, identity_at(record.netns)) if record.netns else NETNS_GONE
+    what = "names another namespace now" if now == NETNS_OTHER else "is gone"
     log.warning(
         f"reclaimed {r.ip} from {r.container_id}/{r.ifname}{pod}: its netns "
-        f"{record.netns or '(none recorded)'} (recorded in {boot}) is gone, so no pod can use it"
+        f"{record.netns or '(none recorded)'} (recorded in {boot}) {what}, so no pod can use it"
     )
     return True
 
@@ -230,7 +235,7 @@ def holdings(net: Network, rs: RangeSet) -> tuple[int, int, int]:
         held += 1
         record = _record_of(net, r)
         unjudgeable += record is None
-        stale += record is not None and is_stale(record, os.path.exists)
+        stale += record is not None and is_stale(record, identity_at)
     return held, stale, unjudgeable
 
 
@@ -267,7 +272,8 @@ def cmd_add(req: Request) -> dict[str, Any]:
             allocs = _allocate(net, cid, ifname, current_boot, store_undo, req.log)
             plan = plan_add(conf, cid, ifname, allocs)
             k8s = pod_ref(env.args)
-            net.records.put(attachment_record(plan, cid, env.netns, current_boot, k8s))
+            netns_id = identity_of_fd(pod_fd)
+            net.records.put(attachment_record(plan, cid, env.netns, current_boot, k8s, netns_id))
             store_undo.callback(net.records.delete, cid, ifname)
             br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
             _own_routes(plan.bridge, req.log)

@@ -8,11 +8,14 @@ Oracles: ``ip -j`` and /proc/sys read inside the sandbox netns, the store on dis
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from tests.netns import Node, subnet_env
+from tests.netns import Netns, Node, create_netns, delete_netns, subnet_env
 
 pytestmark = pytest.mark.root
 
@@ -28,6 +31,73 @@ def err(out: Any, code: int) -> dict[str, Any]:
     assert e["code"] == code, e
     assert "Traceback" not in out.stdout
     return dict(e)
+
+
+# ---- a netns path that names another namespace ------------------------------------------------
+SLASH_29 = subnet_env("10.42.5.1/29")  # 10.42.5.2 .. 10.42.5.6: five addresses
+
+
+@contextmanager
+def recreated(pod: Netns) -> Iterator[None]:
+    """Delete ``pod``'s netns without DEL (a crashed runtime) and create another one under
+    the same name. The old namespace is held open meanwhile, so the kernel cannot hand its
+    identity to the new one: the path names another namespace, for certain."""
+    held = os.open(pod.path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        before = os.fstat(held)
+        delete_netns(pod)
+        create_netns(pod.name)
+        after = os.stat(pod.path)
+        assert (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino)
+        yield
+    finally:
+        os.close(held)
+
+
+def fill(node: Node, count: int) -> None:
+    for i in range(count):
+        ok(node.add(node.pod(), f"fill{i}"))
+
+
+def test_an_address_whose_netns_name_was_reused_is_reclaimed(node: Node) -> None:
+    node.write_subnet(SLASH_29)
+    x = node.pod()
+    first = ok(node.add(x, "a"))["ips"][0]["address"]
+    with recreated(x):
+        assert "eth0" not in x.links()  # the new namespace has no pod interface
+        fill(node, 4)
+        late = node.add(node.pod(), "late")
+        assert late.rc == 0, late.stdout  # before: code 100, "(0 stale, ...)"
+        assert late.json["ips"][0]["address"] == first
+        assert node.reservations()[first.split("/")[0]] == b"late\r\neth0"
+        assert [r["containerID"] for r in node.records().values()].count("a") == 0
+        assert "names another namespace" in late.stderr
+
+
+def test_a_record_without_the_netns_identity_keeps_the_path_rule(node: Node) -> None:
+    """Records written before weft recorded the namespace's identity: a path that exists
+    still keeps the address (nothing to compare it with)."""
+    node.write_subnet(SLASH_29)
+    x = node.pod()
+    ok(node.add(x, "a"))
+    [path] = [p for p in (node.store_dir() / ".weft").glob("*.json")]
+    rec = json.loads(path.read_text())
+    assert isinstance(rec.pop("netnsDevice"), int) and isinstance(rec.pop("netnsInode"), int)
+    path.write_text(json.dumps(rec))
+    with recreated(x):
+        fill(node, 4)
+        e = err(node.add(node.pod(), "late"), 100)
+        assert "(0 stale" in e["details"]
+        assert node.reservations()["10.42.5.2"] == b"a\r\neth0"
+
+
+def test_the_record_holds_the_identity_of_the_pods_namespace(node: Node) -> None:
+    pod = node.pod()
+    ok(node.add(pod, "c1"))
+    [rec] = node.records().values()
+    st = os.stat(pod.path)
+    assert (rec["netnsDevice"], rec["netnsInode"]) == (st.st_dev, st.st_ino)
+    ok(node.delete(pod, "c1"))
 
 
 # ---- the subnet file must carry every key flannel's plugin requires ----------------------

@@ -318,6 +318,8 @@ def test_attachment_record_on_disk_names_the_kubernetes_pod(node: Node) -> None:
         "ips": [res["ips"][0]["address"]],
         "podNamespace": "kube-system",
         "podName": "coredns-7b98449c4-x2x9z",
+        "netnsDevice": os.stat(pod.path).st_dev,  # which namespace the path named at ADD
+        "netnsInode": os.stat(pod.path).st_ino,
     }
     assert "podNamespace" not in recs["bare1"] and "podName" not in recs["bare1"]
     ok(node.delete(pod, "k8s1", env={"CNI_ARGS": args}))
