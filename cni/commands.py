@@ -18,7 +18,15 @@ from contextlib import ExitStack
 from typing import Any, NamedTuple
 
 from cni import bridge, check, sysctl
-from cni.config import NetConf, config_warnings, parse_netconf, shape_reason, subnet_file_path
+from cni.config import (
+    NetConf,
+    assign_requested,
+    config_warnings,
+    parse_netconf,
+    requested_ips,
+    shape_reason,
+    subnet_file_path,
+)
 from cni.dispatch import Request
 from cni.log import Log
 from cni.netlink import Netlink
@@ -39,6 +47,7 @@ from cni.spec import pod_ref
 from cnispec.errors import (
     CheckFailed,
     CNIError,
+    DuplicateAllocation,
     InvalidConfig,
     IOFailure,
     NotAvailable,
@@ -47,7 +56,7 @@ from cnispec.errors import (
     os_error,
     os_errors,
 )
-from cnispec.ip import IPInterface
+from cnispec.ip import IPAddress, IPInterface
 from ipam.allocator import Allocation, Allocator, refuse_duplicate
 from ipam.attachments import Attachment, AttachmentStore, attachment_key
 from ipam.disk import DiskStore
@@ -256,6 +265,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
             "invalid network configuration: ipam",
             f"no IP ranges configured; read as the {shape_reason(req.conf)}",
         )
+    requested = requested_ips(req.conf, env.args)
     net = Network.of(conf)
     cid, ifname = env.container_id, env.ifname
     with ExitStack() as held, ExitStack() as undo:
@@ -269,7 +279,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         current_boot = boot_id()
         with net.lock(), ExitStack() as store_undo:  # the store, and the bridge it serves
             _refuse_duplicate(net, cid, ifname, current_boot, req.log)
-            allocs = _allocate(net, cid, ifname, current_boot, store_undo, req.log)
+            allocs = _allocate(net, cid, ifname, current_boot, store_undo, req.log, requested)
             plan = plan_add(conf, cid, ifname, allocs)
             k8s = pod_ref(env.args)
             netns_id = identity_of_fd(pod_fd)
@@ -332,20 +342,40 @@ def _refuse_duplicate(net: Network, cid: str, ifname: str, current_boot: str, lo
 
 
 def _allocate(
-    net: Network, cid: str, ifname: str, current_boot: str, undo: ExitStack, log: Log
+    net: Network,
+    cid: str,
+    ifname: str,
+    current_boot: str,
+    undo: ExitStack,
+    log: Log,
+    requested: tuple[IPAddress, ...],
 ) -> list[Allocation]:
+    """One address per range set: the one requested for it (``IP=`` in CNI_ARGS, the
+    ``ips`` capability), else the next free one; errors worded as host-local's."""
     allocs: list[Allocation] = []
     own = (cid, ifname)
+    wanted, unplaced = assign_requested(net.conf.ipam.range_sets, requested)
     for i, rs in enumerate(net.conf.ipam.range_sets):
         try:
             got = Allocator(rs, net.store, str(i)).get(
-                cid, ifname, reclaim=lambda r: reclaim_if_stale(net, current_boot, r, own, log)
+                cid,
+                ifname,
+                wanted[i],
+                reclaim=lambda r: reclaim_if_stale(net, current_boot, r, own, log),
             )
         except RangeExhausted as e:
             raise RangeExhausted(e.msg, exhaustion_details(net, rs)) from None
+        except (InvalidConfig, DuplicateAllocation) as e:  # the address requested for rs
+            raise type(e)(f"failed to allocate for range {i}: {e.msg}", e.details) from None
         allocs.append(got)
         if len(allocs) == 1:  # (cid, ifname) held nothing before (checked by the caller)
             undo.callback(net.store.release_by_id, cid, ifname)
+    if unplaced:
+        raise InvalidConfig(
+            "failed to allocate all requested IPs: " + " ".join(str(ip) for ip in unplaced),
+            "no range set holds them: "
+            + ", ".join(rs.describe() for rs in net.conf.ipam.range_sets),
+        )
     return allocs
 
 

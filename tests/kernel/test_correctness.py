@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from tests.netns import Netns, Node, create_netns, delete_netns, subnet_env
+from tests.netns import (
+    Netns,
+    Node,
+    cni_env,
+    create_netns,
+    delete_netns,
+    host_veth_name,
+    netconf,
+    reference_plugin,
+    subnet_env,
+)
 
 pytestmark = pytest.mark.root
 
@@ -194,3 +205,86 @@ def test_an_overlapping_ipv6_or_any_other_ipv4_address_is_in_the_way(
     assert other in global_addrs(node)
     ok(node.add(pod, "c1", node.conf(forceAddress=True)))
     assert global_addrs(node) == {"10.42.0.1/24", "2001:cafe:42::1/64", "fd99::1/64"}
+
+
+# ---- an address the runtime asks for -------------------------------------------------------
+def args(ip: str) -> dict[str, str]:
+    return {"CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAME=p;IP={ip}"}
+
+
+def with_ips(conf: dict[str, Any], *ips: str) -> dict[str, Any]:
+    c = dict(conf)
+    c["runtimeConfig"] = {"ips": list(ips), "portMappings": []}
+    return c
+
+
+def reference_add(
+    node: Node, cid: str, env: dict[str, str], conf: dict[str, Any] | None = None
+) -> tuple[Netns, int, Any]:
+    """The reference bridge + host-local on the same node, store and cni0, in a new pod."""
+    pod = node.pod()
+    ref = conf or netconf(reference_plugin(node.subnet_file.read_text(), node.data_dir))
+    e = cni_env("ADD", cid, pod.path)
+    e.update(env)
+    proc = subprocess.run(
+        ["ip", "netns", "exec", node.ns.name, "/usr/lib/cni/bridge"],
+        input=json.dumps(ref),
+        text=True,
+        env=e,
+        capture_output=True,
+        timeout=60,
+    )
+    return pod, proc.returncode, json.loads(proc.stdout)
+
+
+def address_of(pod: Netns) -> list[str]:
+    return [a for a in pod.addrs("eth0") if ":" not in a]
+
+
+def test_a_requested_address_is_given_and_refused_as_the_reference_does(node: Node) -> None:
+    pod, rc, res = reference_add(node, "ref1", args("10.42.0.77"))
+    assert rc == 0 and res["ips"][0]["address"] == "10.42.0.77/24", res
+    w1 = node.pod()
+    assert ok(node.add(w1, "w1", env=args("10.42.0.78")))["ips"][0]["address"] == "10.42.0.78/24"
+    assert address_of(w1) == ["10.42.0.78/24"]
+    assert node.reservations() == {"10.42.0.77": b"ref1\r\neth0", "10.42.0.78": b"w1\r\neth0"}
+    # the same refused requests, to the reference and to weft: host-local's words
+    for i, (ip, code) in enumerate(
+        [("10.42.0.77", 105), ("10.42.0.78", 105), ("10.42.0.1", 7), ("10.43.0.5", 7)]
+    ):
+        _, rc, ref_err = reference_add(node, f"ref-no{i}", args(ip))
+        assert rc != 0
+        pod = node.pod()
+        e = err(node.add(pod, f"w-no{i}", env=args(ip)), code)
+        assert e["msg"] == ref_err["msg"], (e, ref_err)
+        assert "eth0" not in pod.links() and host_veth_name(f"w-no{i}") not in node.veths()
+        assert set(node.reservations()) == {"10.42.0.77", "10.42.0.78"}
+    # the ips capability (runtimeConfig.ips), address or address/prefix
+    ref_plugin = reference_plugin(node.subnet_file.read_text(), node.data_dir)
+    ref_conf = with_ips(netconf(ref_plugin), "10.42.0.88/24")
+    _, rc, res = reference_add(node, "ref2", {}, ref_conf)
+    assert rc == 0 and res["ips"][0]["address"] == "10.42.0.88/24"
+    w2 = node.pod()
+    ok(node.add(w2, "w2", with_ips(node.conf(), "10.42.0.89/24")))
+    assert address_of(w2) == ["10.42.0.89/24"]
+    assert node.reservations()["10.42.0.89"] == b"w2\r\neth0"
+    assert {host_veth_name("w1"), host_veth_name("w2")} <= set(node.veths())
+
+
+def test_requested_addresses_in_both_families(node: Node) -> None:
+    node.write_subnet(DUAL)
+    pod = node.pod()
+    res = ok(node.add(pod, "c1", with_ips(node.conf(), "2001:cafe:42::99", "10.42.0.99")))
+    assert [ip["address"] for ip in res["ips"]] == ["10.42.0.99/24", "2001:cafe:42::99/64"]
+    assert sorted(pod.addrs("eth0")) == ["10.42.0.99/24", "2001:cafe:42::99/64"]
+
+
+def test_a_requested_address_held_by_a_dead_pod_is_reclaimed(node: Node) -> None:
+    dead = node.pod()
+    ok(node.add(dead, "dead", env=args("10.42.0.50")))
+    delete_netns(dead)
+    node.pods.remove(dead)
+    pod = node.pod()
+    assert ok(node.add(pod, "new", env=args("10.42.0.50")))["ips"][0]["address"] == "10.42.0.50/24"
+    assert node.reservations() == {"10.42.0.50": b"new\r\neth0"}
+    assert [r["containerID"] for r in node.records().values()] == ["new"]
