@@ -18,16 +18,27 @@ from contextlib import ExitStack
 from typing import Any, NamedTuple
 
 from cni import bridge, check, sysctl
-from cni.config import NetConf, config_warnings, parse_netconf, shape_reason, subnet_file_path
+from cni.config import (
+    NetConf,
+    assign_requested,
+    config_warnings,
+    parse_netconf,
+    requested_ips,
+    shape_reason,
+    subnet_file_path,
+)
 from cni.dispatch import Request
 from cni.log import Log
 from cni.netlink import Netlink
-from cni.netns import NetnsGone, entered, open_netns
+from cni.netns import NetnsGone, entered, identity_at, identity_of_fd, open_netns
 from cni.plan import (
+    NETNS_GONE,
+    NETNS_OTHER,
     Teardown,
     attachment_record,
     build_result,
     is_stale,
+    netns_state,
     plan_add,
     plan_gc,
     plan_teardown,
@@ -36,6 +47,7 @@ from cni.spec import pod_ref
 from cnispec.errors import (
     CheckFailed,
     CNIError,
+    DuplicateAllocation,
     InvalidConfig,
     IOFailure,
     NotAvailable,
@@ -44,14 +56,14 @@ from cnispec.errors import (
     os_error,
     os_errors,
 )
-from cnispec.ip import IPInterface
+from cnispec.ip import IPAddress, IPInterface
 from ipam.allocator import Allocation, Allocator, refuse_duplicate
 from ipam.attachments import Attachment, AttachmentStore, attachment_key
 from ipam.disk import DiskStore
 from ipam.lock import FileLock, attachment_lock, attachment_lock_keys
 from ipam.ranges import RangeSet
 from ipam.store import Reservation
-from ipam.subnetfile import SubnetFile, parse_subnet_file
+from ipam.subnetfile import SubnetFile, SubnetFileIncomplete, parse_subnet_file
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -77,7 +89,7 @@ def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
         return None
     try:
         return parse_subnet_file(text, path)
-    except InvalidConfig:
+    except (InvalidConfig, SubnetFileIncomplete):
         if required:
             raise
         return None
@@ -198,7 +210,7 @@ def reclaim_if_stale(
     reclaim is rare (a reboot's leftovers, a full range) and finds little in the kernel."""
     key = (r.container_id, r.ifname)
     record = _record_of(net, r)
-    if record is None or not is_stale(record, os.path.exists):
+    if record is None or not is_stale(record, identity_at):
         return False
     with ExitStack() as held:
         if key != own:
@@ -212,9 +224,11 @@ def reclaim_if_stale(
             apply_teardown_store(net, t)
     pod = f" (pod {record.pod_namespace}/{record.pod_name})" if record.pod_name else ""
     boot = "this boot" if record.boot_id == current_boot else "an earlier boot"
+    now = netns_state(record, identity_at(record.netns)) if record.netns else NETNS_GONE
+    what = "names another namespace now" if now == NETNS_OTHER else "is gone"
     log.warning(
         f"reclaimed {r.ip} from {r.container_id}/{r.ifname}{pod}: its netns "
-        f"{record.netns or '(none recorded)'} (recorded in {boot}) is gone, so no pod can use it"
+        f"{record.netns or '(none recorded)'} (recorded in {boot}) {what}, so no pod can use it"
     )
     return True
 
@@ -230,7 +244,7 @@ def holdings(net: Network, rs: RangeSet) -> tuple[int, int, int]:
         held += 1
         record = _record_of(net, r)
         unjudgeable += record is None
-        stale += record is not None and is_stale(record, os.path.exists)
+        stale += record is not None and is_stale(record, identity_at)
     return held, stale, unjudgeable
 
 
@@ -251,6 +265,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
             "invalid network configuration: ipam",
             f"no IP ranges configured; read as the {shape_reason(req.conf)}",
         )
+    requested = requested_ips(req.conf, env.args)
     net = Network.of(conf)
     cid, ifname = env.container_id, env.ifname
     with ExitStack() as held, ExitStack() as undo:
@@ -264,12 +279,14 @@ def cmd_add(req: Request) -> dict[str, Any]:
         current_boot = boot_id()
         with net.lock(), ExitStack() as store_undo:  # the store, and the bridge it serves
             _refuse_duplicate(net, cid, ifname, current_boot, req.log)
-            allocs = _allocate(net, cid, ifname, current_boot, store_undo, req.log)
+            allocs = _allocate(net, cid, ifname, current_boot, store_undo, req.log, requested)
             plan = plan_add(conf, cid, ifname, allocs)
             k8s = pod_ref(env.args)
-            net.records.put(attachment_record(plan, cid, env.netns, current_boot, k8s))
+            netns_id = identity_of_fd(pod_fd)
+            net.records.put(attachment_record(plan, cid, env.netns, current_boot, k8s, netns_id))
             store_undo.callback(net.records.delete, cid, ifname)
             br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
+            _own_routes(plan.bridge, req.log)
             moved = bridge.ensure_bridge_addresses(
                 host, br, plan.bridge_addresses, plan.force_address
             )
@@ -280,6 +297,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         req.checkpoint("reserved")
         veth = bridge.create_veth(host, pod, plan, pod_fd, br)
         undo.callback(bridge.delete_link, host, plan.host_veth)
+        _own_routes(plan.host_veth, req.log)
         req.checkpoint("veth")
         versions = plan.versions
         with entered(pod_fd, env.netns):
@@ -324,20 +342,40 @@ def _refuse_duplicate(net: Network, cid: str, ifname: str, current_boot: str, lo
 
 
 def _allocate(
-    net: Network, cid: str, ifname: str, current_boot: str, undo: ExitStack, log: Log
+    net: Network,
+    cid: str,
+    ifname: str,
+    current_boot: str,
+    undo: ExitStack,
+    log: Log,
+    requested: tuple[IPAddress, ...],
 ) -> list[Allocation]:
+    """One address per range set: the one requested for it (``IP=`` in CNI_ARGS, the
+    ``ips`` capability), else the next free one; errors worded as host-local's."""
     allocs: list[Allocation] = []
     own = (cid, ifname)
+    wanted, unplaced = assign_requested(net.conf.ipam.range_sets, requested)
     for i, rs in enumerate(net.conf.ipam.range_sets):
         try:
             got = Allocator(rs, net.store, str(i)).get(
-                cid, ifname, reclaim=lambda r: reclaim_if_stale(net, current_boot, r, own, log)
+                cid,
+                ifname,
+                wanted[i],
+                reclaim=lambda r: reclaim_if_stale(net, current_boot, r, own, log),
             )
         except RangeExhausted as e:
             raise RangeExhausted(e.msg, exhaustion_details(net, rs)) from None
+        except (InvalidConfig, DuplicateAllocation) as e:  # the address requested for rs
+            raise type(e)(f"failed to allocate for range {i}: {e.msg}", e.details) from None
         allocs.append(got)
         if len(allocs) == 1:  # (cid, ifname) held nothing before (checked by the caller)
             undo.callback(net.store.release_by_id, cid, ifname)
+    if unplaced:
+        raise InvalidConfig(
+            "failed to allocate all requested IPs: " + " ".join(str(ip) for ip in unplaced),
+            "no range set holds them: "
+            + ", ".join(rs.describe() for rs in net.conf.ipam.range_sets),
+        )
     return allocs
 
 
@@ -348,6 +386,16 @@ def _pod_sysctls(ifname: str, versions: frozenset[int]) -> None:
         sysctl.write(f"net/ipv4/conf/{ifname}/arp_notify", "1")
     if 6 in versions:
         sysctl.write(f"net/ipv6/conf/{ifname}/accept_dad", "0")
+
+
+def _own_routes(ifname: str, log: Log) -> None:
+    """accept_ra=0 on a node-side interface weft made: weft owns its routes, a router
+    advertisement on the pod network must not add any (as the reference does, even for
+    IPv4-only pods). Best effort, as there: a node without IPv6 has no such sysctl."""
+    try:
+        sysctl.ensure(f"net/ipv6/conf/{ifname}/accept_ra", "0")
+    except CNIError as e:
+        log.info(f"accept_ra of {ifname} left as it is: {e}")
 
 
 def _forwarding(versions: frozenset[int]) -> None:

@@ -24,7 +24,7 @@ from cni import opstate
 from cni.config import NetConf, is_flannel_shape, parse_netconf, subnet_file_path
 from cni.opstate import Observed, Row
 from cnispec.errors import CNIError
-from ipam.attachments import Attachment, AttachmentStore
+from ipam.attachments import Attachment, AttachmentStore, NetnsId
 from ipam.disk import DiskStore
 from ipam.subnetfile import SubnetFile
 
@@ -170,6 +170,7 @@ def _mtime(path: str) -> float | None:
 def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
     """Every reservation, plus every record whose reservation is gone."""
     from cni.netlink import Netlink
+    from cni.netns import identity_at
 
     records = {(a.container_id, a.ifname): a for a in attachments.all()}
     seen: set[tuple[str, str]] = set()
@@ -181,8 +182,8 @@ def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
                 return None
             return host.link_get(rec.host_veth) is not None
 
-        def netns(rec: Attachment | None) -> bool | None:
-            return os.path.exists(rec.netns) if rec and rec.netns else None
+        def netns(rec: Attachment | None) -> NetnsId | None:
+            return identity_at(rec.netns) if rec and rec.netns else None
 
         for r in store.reservations():
             rec = records.get((r.container_id, r.ifname)) if r.ifname else None
@@ -237,7 +238,7 @@ def format_rows(table: list[Row]) -> str:
                 r.container_id[:13],
                 r.ifname or "-",
                 _pod(r),
-                f"{r.netns} ({_yn(r.netns_exists, 'exists', 'gone')})" if r.netns else "-",
+                f"{r.netns} ({r.netns_state})" if r.netns else "-",
                 f"{r.host_veth} ({_yn(r.veth_present, 'present', 'gone')})" if r.host_veth else "-",
                 r.boot or "-",
                 opstate.human_age(r.age_seconds),

@@ -146,7 +146,7 @@ def test_add_into_existing_ifname_fails_cleanly(node: Node) -> None:
 
 
 def test_exhaustion_on_a_slash_29(node: Node) -> None:
-    node.write_subnet(subnet_env("10.42.5.1/29", ipmasq=None))
+    node.write_subnet(subnet_env("10.42.5.1/29", ipmasq=False))
     pods = [node.pod() for _ in range(6)]
     got = [ok(node.add(p, f"c{i}"))["ips"][0]["address"] for i, p in enumerate(pods[:5])]
     assert sorted(got) == [f"10.42.5.{n}/29" for n in range(2, 7)]
@@ -178,12 +178,12 @@ def test_dual_stack(node: Node) -> None:
 def test_force_address_after_subnet_change(node: Node) -> None:
     p1, p2 = node.pod(), node.pod()
     ok(node.add(p1, "c1"))
-    node.write_subnet(subnet_env("10.42.9.1/24", ipmasq=None))
+    node.write_subnet(subnet_env("10.42.9.1/24", ipmasq=False))
     res = ok(node.add(p2, "c2"))
     assert res["ips"][0]["address"] == "10.42.9.2/24"
     assert node.ns.addrs("cni0") == ["10.42.9.1/24"]
     # without forceAddress the stale gateway is a clear error, and nothing is left behind
-    node.write_subnet(subnet_env("10.42.10.1/24", ipmasq=None))
+    node.write_subnet(subnet_env("10.42.10.1/24", ipmasq=False))
     p3 = node.pod()
     e = err(node.add(p3, "c3", node.conf(forceAddress=False)), 7)
     assert "already has an IP address different from 10.42.10.1/24" in e["msg"]
@@ -225,7 +225,7 @@ def test_missing_subnet_file_is_try_again_and_malformed_is_7(node: Node) -> None
     node.subnet_file.unlink()
     e = err(node.add(pod, "c1"), 11)
     assert "flannel has not written the subnet file yet" in e["msg"]
-    node.write_subnet(subnet_env("10.43.0.1/24", mtu=None, ipmasq=None))
+    node.write_subnet(subnet_env("10.43.0.1/24"))
     e = err(node.add(pod, "c1"), 7)
     assert "subnet.env:2" in (e["msg"] + e.get("details", ""))  # names the line
     assert node.veths() == [] and node.reservations() == {} and "eth0" not in pod.links()
@@ -318,6 +318,8 @@ def test_attachment_record_on_disk_names_the_kubernetes_pod(node: Node) -> None:
         "ips": [res["ips"][0]["address"]],
         "podNamespace": "kube-system",
         "podName": "coredns-7b98449c4-x2x9z",
+        "netnsDevice": os.stat(pod.path).st_dev,  # which namespace the path named at ADD
+        "netnsInode": os.stat(pod.path).st_ino,
     }
     assert "podNamespace" not in recs["bare1"] and "podName" not in recs["bare1"]
     ok(node.delete(pod, "k8s1", env={"CNI_ARGS": args}))

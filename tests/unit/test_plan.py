@@ -14,7 +14,7 @@ from ipam.subnetfile import parse_subnet_file
 DUAL = (
     "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\n"
     "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\nFLANNEL_IPV6_SUBNET=2001:cafe:42:3::1/64\n"
-    "FLANNEL_MTU=1450\n"
+    "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
 )
 CONF = {
     "cniVersion": "1.0.0",
@@ -52,7 +52,7 @@ def test_plan_routes_and_bridge_addresses_dual_stack() -> None:
     }
     assert [str(a) for a in plan.bridge_addresses] == ["10.42.3.1/24", "2001:cafe:42:3::1/64"]
     assert plan.mtu == 1450 and plan.hairpin and plan.force_address
-    assert plan.ip_masq  # no FLANNEL_IPMASQ=true: flannel does not masquerade, so the bridge does
+    assert plan.ip_masq  # FLANNEL_IPMASQ=false: flannel does not masquerade, so the bridge does
 
 
 def test_explicit_default_route_is_replaced_by_is_default_gateway() -> None:

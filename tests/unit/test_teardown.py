@@ -7,7 +7,7 @@ from typing import Any
 
 from cni.config import parse_netconf
 from cni.plan import GCPlan, Teardown, host_veth_name, is_stale, plan_gc, plan_teardown
-from ipam.attachments import Attachment
+from ipam.attachments import Attachment, NetnsId
 from ipam.store import Reservation
 
 A = ipaddress.ip_address
@@ -82,9 +82,9 @@ def test_wiped_store_sweeps_by_deterministic_names() -> None:
 def test_is_stale() -> None:
     looked: list[str] = []
 
-    def exists(path: str) -> bool:
+    def exists(path: str) -> NetnsId | None:
         looked.append(path)
-        return path == "/run/netns/kept"
+        return NetnsId(4, 4026531840) if path == "/run/netns/kept" else None
 
     assert not is_stale(None, exists)  # nothing to judge by
     assert looked == []
