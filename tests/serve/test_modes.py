@@ -338,3 +338,24 @@ def test_sigterm_finishes_accepted_requests_and_new_ones_fall_back(
         assert node.veths() == [] and node.reservations() == {}
         _fallback_ok(node, via(helper), "after-stop")
         assert [s[:2] for s in helper.served()] == [("ADD", "in-flight")]
+
+
+def test_a_fall_back_that_cannot_be_recorded_fails_the_exec(tmp_path: Path) -> None:
+    """``WEFT_FALLBACK_LOG`` is how a helper run tells a fall-back from a served request: a
+    fall-back it cannot record must not pass unseen (the exec fails, and says why)."""
+    from tests.netns import PLUGIN
+
+    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "VERSION",
+           helperproto.SOCKET_ENV: str(tmp_path / "no-helper.sock"),
+           handoff.FALLBACK_LOG_ENV: str(tmp_path / "no-such-dir" / "fallbacks")}
+    if os.environ.get("WEFT_PYTHON"):
+        env["WEFT_PYTHON"] = os.environ["WEFT_PYTHON"]
+    out = subprocess.run([PLUGIN], input=b"{}", capture_output=True, env=env, timeout=60)
+    assert out.returncode == 70, out
+    assert out.stdout == b""
+    assert b"cannot record a fall-back" in out.stderr
+    # recordable: the same exec falls back, runs in-process and says why in the log
+    env[handoff.FALLBACK_LOG_ENV] = str(tmp_path / "fallbacks")
+    out = subprocess.run([PLUGIN], input=b"{}", capture_output=True, env=env, timeout=60)
+    assert out.returncode == 0 and b"supportedVersions" in out.stdout, out
+    assert "'VERSION': FileNotFoundError" in (tmp_path / "fallbacks").read_text()
