@@ -219,7 +219,8 @@ def test_the_child_cap_keeps_extra_connections_in_the_backlog(
         third.close()
         assert b"supportedVersions" in os.read(r, 65536)
         os.close(r)
-        assert [s[0] for s in helper.served()] == ["ADD", "ADD", "VERSION"]
+        # logged as reaped: the third may end before the second ADD
+        assert sorted(s[0] for s in helper.served()) == ["ADD", "ADD", "VERSION"]
         for i, p in enumerate(pods):
             assert node.delete(p, f"cap-{i}", env=via(helper)).rc == 0
         assert node.veths() == [] and node.reservations() == {}
