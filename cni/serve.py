@@ -397,7 +397,6 @@ def _receive(conn: socket.socket, peer: int, ident: bytes) -> _Request:
         data = _recv_no_fds(conn, proto.REQUEST.size, deadline)
         if not data:
             raise Refused("closed before the request")
-        data += _recv_exact(conn, proto.REQUEST.size - len(data), deadline)
         magic, fl, netns_errno, umask, n_id, n_cwd, n_env, n_stdin = proto.REQUEST.unpack(data)
         if magic != proto.MAGIC:
             raise Refused("bad magic")
@@ -491,8 +490,9 @@ def _libc_setns(fd: int, nstype: int) -> int:
 
 
 def _recv_no_fds(conn: socket.socket, n: int, deadline: float) -> bytes:
-    """``n`` bytes of the request; a descriptor sent with them (before the accept, against
-    the protocol) is closed and refuses the request."""
+    """``n`` bytes of the request (b"" when the connection closes before the first byte of
+    the header); a descriptor sent with them (before the accept, against the protocol) is
+    closed and refuses the request."""
     buf = bytearray()
     while len(buf) < n:
         left = deadline - time.monotonic()
@@ -556,20 +556,6 @@ def _parse_env(raw: bytes) -> dict[bytes, bytes]:
             raise ValueError("malformed environment entry")
         env[key] = value
     return env
-
-
-def _recv_exact(conn: socket.socket, n: int, deadline: float) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("handshake deadline passed")
-        conn.settimeout(left)
-        b = conn.recv(min(n - len(buf), 1 << 20))
-        if not b:
-            raise EOFError("connection closed mid-request")
-        buf += b
-    return bytes(buf)
 
 
 def _execute(conn: socket.socket, req: _Request, report: int) -> int:

@@ -225,7 +225,8 @@ def connect(sock: Path, timeout: float = 10.0) -> socket.socket:
 def send_with_fds(s: socket.socket, data: bytes, fds: list[int]) -> None:
     anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
     sent = s.sendmsg([data], anc)
-    s.sendall(data[sent:])
+    if sent < len(data):  # never an empty send: the peer may have finished and closed
+        s.sendall(data[sent:])
 
 
 def recv_reply(s: socket.socket) -> tuple[bytes, int] | None:

@@ -181,8 +181,9 @@ def test_a_client_gone_between_accept_and_go_runs_nothing(node: Node, tmp_path: 
                         json.dumps(node.conf()),
                         env={"PYTHONPATH": str(root), "PATH": os.environ["PATH"]})
         assert r.stdout.strip() == "A", r
-        helper.wait_log("refused handshake: .*before the go")
-        assert helper.served() == []
+        # the child sees the close, or the parent kills it first (its client hung up)
+        helper.wait_log("refused handshake: .*before the go|closed before a request")
+        assert helper.served() == []  # no child ever reported a request
         time.sleep(1.0)  # a request that runs anyway would have made its veth by now
         assert node.veths() == [] and node.reservations() == {} and node.records() == {}
         assert pod.links().keys() <= {"lo"}
