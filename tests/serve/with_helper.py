@@ -83,7 +83,8 @@ def main() -> int:
     wrapper = tmp / "weft"
     wrapper.write_text(
         "#!/bin/sh\n"
-        f'[ -n "$CNI_COMMAND" ] && echo "$$ $CNI_COMMAND" >>{shlex.quote(str(execs))}\n'
+        # the pid only: CNI_COMMAND may hold anything (the fuzz tiers send newlines)
+        f'[ -n "$CNI_COMMAND" ] && echo "$$" >>{shlex.quote(str(execs))}\n'
         f"WEFT_FALLBACK_LOG={shlex.quote(str(fallbacks))} "
         f"WEFT_SOCKET={shlex.quote(str(sock))} exec {shlex.quote(plugin)} \"$@\"\n"
     )
@@ -123,7 +124,7 @@ def main() -> int:
     served = [int(p) for p in re.findall(r"\]: request command=\S* container=\S* "
                                          r"ifname=\S* pid=(\d+) ", text)]
     exec_lines = execs.read_text().splitlines() if execs.exists() else []
-    exec_pids = Counter(int(line.split()[0]) for line in exec_lines)
+    exec_pids = Counter(int(line) for line in exec_lines)
     fell_back = fallbacks.read_text().splitlines() if fallbacks.exists() else []
     # by pid, as multisets: a pid the kernel reused within the run counts once per exec
     unserved = sorted((exec_pids - Counter(served)).elements())
@@ -150,11 +151,12 @@ def main() -> int:
         problems.append(f"the helper served {len(strangers)} requests no exec of the run "
                         f"made: pids {strangers[:5]}")
     if unserved:
-        what = [line for line in exec_lines if int(line.split()[0]) in unserved[:5]]
         if args.allow_unserved:
-            print(f"with_helper: killed before reaching the helper: {what}", flush=True)
+            print(f"with_helper: killed before reaching the helper: pids {unserved}",
+                  flush=True)
         else:
-            problems.append(f"{len(unserved)} CNI execs never reached the helper: {what}")
+            problems.append(f"{len(unserved)} CNI execs never reached the helper: pids "
+                            f"{unserved[:10]}")
     if fell_back:
         problems.append(f"{len(fell_back)} execs fell back to the in-process path: "
                         f"{fell_back[:5]}")
