@@ -15,12 +15,11 @@ import contextlib
 import json
 import os
 import socket
-import struct
 import sys
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
-from cni import opstate
+from cni import helperproto, opstate
 from cni.config import NetConf, is_flannel_shape, parse_netconf, subnet_file_path
 from cni.opstate import Observed, Row
 from cnispec.errors import CNIError
@@ -34,8 +33,6 @@ if TYPE_CHECKING:
 CONF_DIRS_ENV = "WEFT_CONF_DIRS"
 DEFAULT_CONF_DIRS = ("/var/lib/rancher/k3s/agent/etc/cni/net.d", "/etc/cni/net.d")
 CONF_EXTENSIONS = (".conf", ".conflist", ".json")  # libcni's ConfFiles
-HELPER_SOCKET_ENV = "WEFT_HELPER_SOCKET"
-DEFAULT_HELPER_SOCKET = "/run/weft/weft.sock"
 PLUGIN_TYPE = "weft"
 
 
@@ -291,8 +288,7 @@ def helper_state(path: str) -> tuple[str, str]:
     try:
         s.settimeout(1.0)
         s.connect(path)
-        so_peercred = getattr(socket, "SO_PEERCRED", 17)
-        pid, _, _ = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, so_peercred, 12))
+        pid, _, _ = helperproto.peer_credentials(s)
     except OSError:
         return "not answering", ""
     finally:
@@ -324,8 +320,9 @@ def facts(loaded: Loaded, net: Network, table: list[Row]) -> opstate.NodeFacts:
         link = nl.link_get(conf.bridge)
         found = nl.addrs(link.ifindex) if link else []
         addrs = tuple(str(a.address) for a in found if not a.address.ip.is_link_local)
-    sock = os.environ.get(HELPER_SOCKET_ENV) or DEFAULT_HELPER_SOCKET
-    state, _ = helper_state(sock)
+    # the socket the exec path would use (WEFT_SOCKET); "off" there: no helper at all
+    sock = helperproto.socket_path() or helperproto.DISABLED
+    state, _ = helper_state(sock) if sock != helperproto.DISABLED else ("not running", "")
     return opstate.NodeFacts(
         subnet_file=loaded.subnet_file,
         subnet=loaded.subnet,
