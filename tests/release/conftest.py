@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+
 import pytest
 
 from tests.netns import Node
-
 from tests.release.oldroot import OldRoot, old_root, wrapper
 
 ARCHS = os.environ.get("WEFT_RELEASE_ARCHS", "amd64 arm64").split()

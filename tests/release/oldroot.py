@@ -5,10 +5,10 @@ qemu-user) under a throwaway overlay (the cache itself never changes), with the 
 unpacked in its /opt as an operator would. One long-lived holder process owns a mount
 namespace in which that overlay is mounted and has /proc, /sys, /dev and the machine's /run
 and /tmp bind-mounted (slave propagation, so netns files the tests create later appear inside,
-and nothing mounted there leaks out); the machine reads its files through /proc/<holder>/root. Every exec of the bundle enters that
-mount namespace and chroots into the root (`wrapper`): the plugin sees the root's libraries,
-the sandbox's netns paths and the tests' temp dirs, and a helper and its clients share one
-mount namespace, as on a node.
+and nothing mounted there leaks out); the machine reads its files through /proc/<holder>/root.
+Every exec of the bundle enters that mount namespace and chroots into the root (`wrapper`):
+the plugin sees the root's libraries, the sandbox's netns paths and the tests' temp dirs, and
+a helper and its clients share one mount namespace, as on a node.
 
     python3 tests/release/oldroot.py --arch amd64 -- pytest -q tests/kernel
 
@@ -49,7 +49,8 @@ class OldRoot(NamedTuple):
 
     def command(self, *argv: str) -> list[str]:
         """argv run inside the root (argv[0] is a path inside the root)."""
-        return ["nsenter", f"--mount=/proc/{self.holder}/ns/mnt", "--", shutil.which("chroot") or "chroot",
+        chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+        return ["nsenter", f"--mount=/proc/{self.holder}/ns/mnt", "--", chroot,
                 str(self.path), *argv]
 
     def run(self, *argv: str, env: dict[str, str] | None = None,
