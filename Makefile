@@ -5,15 +5,35 @@ export WEFT_PYTHON := $(PYTHON)
 FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-operator test-operator-frozen test-e2e test-cri cnitool test-robustness test-cluster demo-cluster lint typecheck clean \
+.PHONY: release test-release bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-operator test-operator-frozen test-e2e test-cri cnitool test-robustness test-cluster demo-cluster lint typecheck clean \
 	test-serve test-helper test-kernel-helper test-robustness-helper conformance-helper \
 	conformance-driver conformance conformance-reference conformance-weft conformance-table
 
 deps:
 	@PYTHON=$(PYTHON) bash scripts/deps.sh
 
+# A quick build on this machine, for development: it needs this machine's glibc and runs only
+# on its architecture. Not for distribution: `make release` builds what ships.
 build: deps
 	PYTHON="$(PYTHON)" packaging/build.sh
+
+# The release: dist/release/weft-<version>-linux-{amd64,arm64}.tar.gz and SHA256SUMS, each
+# bundle frozen in a Debian bullseye root of its architecture (arm64 under qemu-user) with a
+# CPython built there, so it starts on glibc 2.31 and newer; the build fails if any ELF file
+# needs more. Roots, CPython and wheels are cached in $(WEFT_RELEASE_CACHE) (packaging/release/).
+RELEASE_ARCHS ?= amd64 arm64
+export WEFT_RELEASE_CACHE ?= /var/cache/weft-release
+release: deps
+	bash packaging/release/release.sh $(RELEASE_ARCHS)
+
+# The tarballs where they must run: each in a bullseye root of its architecture (VERSION,
+# ADD/CHECK/STATUS/GC/DEL, a request through the helper, install/uninstall, glibc floor), the
+# kernel tier against the amd64 bundle in its bullseye root and on this (newer) machine.
+OLDROOT := $(PYTHON) tests/release/oldroot.py
+test-release: release
+	WEFT_RELEASE_ARCHS="$(RELEASE_ARCHS)" $(PYTEST) -q tests/release
+	$(OLDROOT) --arch amd64 -- $(PYTEST) -q tests/kernel
+	$(OLDROOT) --arch amd64 --on-host -- $(PYTEST) -q tests/kernel
 
 # make install [DESTDIR=...] [PREFIX=/opt/cni] [CNI_BIN_DIR=$(PREFIX)/bin]
 #              [CNI_CONF_DIR=/etc/cni/net.d] [WEFT_LIB_DIR=$(CNI_BIN_DIR)/weft.d]
@@ -157,7 +177,7 @@ test-serve: build
 test-helper: test-serve test-kernel-helper conformance-helper test-robustness-helper
 
 test: deps lint typecheck test-unit test-kernel test-frozen test-operator test-operator-frozen test-packaging \
-	conformance-table test-e2e test-cri test-robustness test-cluster test-bench test-helper
+	conformance-table test-e2e test-cri test-robustness test-cluster test-bench test-helper test-release
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
