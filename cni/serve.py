@@ -456,7 +456,11 @@ def _enter_client(conn: socket.socket, peer: int) -> None:
         alive.register(conn.fileno(), select.POLLRDHUP)
         if alive.poll(0):
             raise Refused("the client went away before the accept")
-        if _libc_setns(mnt, CLONE_NEWNS) != 0:
+        # Entering the namespace the child is already in changes nothing, and the kernel
+        # refuses it to a process whose file-system state is shared (qemu-user's threads).
+        if not _same_file(os.fstat(mnt), os.stat("/proc/self/ns/mnt")) and (
+            _libc_setns(mnt, CLONE_NEWNS) != 0
+        ):
             err = ctypes.get_errno()
             raise Refused(f"cannot enter the client's mount namespace: {os.strerror(err)}")
         os.fchdir(root)
@@ -465,7 +469,7 @@ def _enter_client(conn: socket.socket, peer: int) -> None:
             theirs = os.stat(code)
         except OSError as e:
             raise Refused(f"weft's own files are not at {code} for the client: {e}") from None
-        if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+        if not _same_file(theirs, ours):
             raise Refused(f"weft's own files at {code} are other files for the client")
         try:
             netns.setns(net, "the client's network namespace")
@@ -474,6 +478,10 @@ def _enter_client(conn: socket.socket, peer: int) -> None:
     finally:
         for fd in opened:
             os.close(fd)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _code_root() -> str:

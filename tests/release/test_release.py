@@ -135,7 +135,8 @@ def test_one_request_through_the_helper(release_node: Node, tmp_path: Path) -> N
         ok(node.add(pod, "served", env=via(helper)))
         ok(node.delete(pod, "served", env=via(helper)))
         served = helper.served()
-    assert [(c, cid) for c, cid, _ in served] == [("ADD", "served"), ("DEL", "served")], served
+        log = helper.log()
+    assert [(c, cid) for c, cid, _ in served] == [("ADD", "served"), ("DEL", "served")], log
     assert node.reservations() == {} and node.veths() == []
 
 
