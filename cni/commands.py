@@ -48,7 +48,7 @@ from cnispec.ip import IPInterface
 from ipam.allocator import Allocation, Allocator, refuse_duplicate
 from ipam.attachments import Attachment, AttachmentStore, attachment_key
 from ipam.disk import DiskStore
-from ipam.lock import FileLock, attachment_lock, attachment_lock_keys
+from ipam.lock import FileLock, attachment_lock, attachment_lock_keys, network_lock
 from ipam.ranges import RangeSet
 from ipam.store import Reservation
 from ipam.subnetfile import SubnetFile, parse_subnet_file
@@ -117,7 +117,7 @@ class Network(NamedTuple):
 
     def lock(self) -> FileLock:
         """The network lock (host-local's ``lock`` file): around store work only."""
-        return FileLock(self.store.lock_path, self.conf.lock_timeout)
+        return network_lock(self.store.lock_path, self.conf.lock_timeout)
 
     def attachment_lock(self, cid: str, ifname: str) -> FileLock:
         """The lock of one attachment: held for a whole command on it."""
@@ -415,7 +415,9 @@ def cmd_check(req: Request) -> None:
             from cni import masq
 
             masq_present = frozenset(
-                v for v in (4, 6) if masq.present(conf.name, env.container_id, v)
+                ip.address.version
+                for ip in exp.prev.ips
+                if masq.present(conf.name, env.container_id, ip.address)
             )
     found = check.drifts(exp, seen._replace(reserved=reserved, masq=masq_present))
     if found:

@@ -23,7 +23,7 @@ from typing import NamedTuple
 from cni.config import NetConf
 from cni.spec import PodRef
 from cni.types import DNS, Interface, IPConfig, Result, Route
-from cnispec.digest import sha256_hex
+from cnispec.digest import sha256_hex, sha512_hex
 from cnispec.ip import IPAddress, IPInterface
 from ipam.allocator import Allocation
 from ipam.attachments import Attachment
@@ -40,12 +40,16 @@ def host_veth_name(container_id: str, ifname: str) -> str:
 
 
 def masq_chain(network: str, container_id: str) -> str:
-    """Per-container masquerade chain, like the reference's CNI-<hash> (28 chars max)."""
-    return "WEFT-" + sha256_hex(f"{network}\0{container_id}".encode())[:20]
+    """Per-container masquerade chain, named as the reference bridge plugin names it
+    (``CNI-`` + sha512 of network name and container id, 28 characters): weft and the
+    reference then remove each other's rules, whichever DELs a pod."""
+    return ("CNI-" + sha512_hex(f"{network}{container_id}".encode()))[:28]
 
 
 def masq_comment(network: str, container_id: str) -> str:
-    return f"name: {network} id: {container_id}"
+    """The reference's rule comment. Both names match ``cnispec.rules.ID_PATTERN``, so
+    quoting them needs no escapes (the reference quotes with Go's %q)."""
+    return f'name: "{network}" id: "{container_id}"'
 
 
 class AddPlan(NamedTuple):

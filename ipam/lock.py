@@ -67,6 +67,15 @@ if TYPE_CHECKING:
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 ATTACHMENT_LOCKS_DIR = os.path.join(".weft", "locks")
+# host-local creates its ``lock`` with this mode (its flock library's), so whichever plugin
+# creates the file first, the store looks the same
+NETWORK_LOCK_MODE = 0o750
+ATTACHMENT_LOCK_MODE = 0o644
+
+
+def network_lock(path: str, timeout: float) -> FileLock:
+    """host-local's ``<network dir>/lock``."""
+    return FileLock(path, timeout, mode=NETWORK_LOCK_MODE)
 
 
 def attachment_lock(network_dir: str, key: str, timeout: float) -> FileLock:
@@ -87,12 +96,15 @@ def attachment_lock_keys(network_dir: str) -> list[str]:
 
 
 class FileLock:
-    __slots__ = ("path", "timeout", "removable", "_fd")
+    __slots__ = ("path", "timeout", "removable", "mode", "_fd")
 
-    def __init__(self, path: str, timeout: float, removable: bool = False) -> None:
+    def __init__(
+        self, path: str, timeout: float, removable: bool = False, mode: int = ATTACHMENT_LOCK_MODE
+    ) -> None:
         self.path = path
         self.timeout = max(0.0, float(timeout))
         self.removable = removable  # its file may be unlinked by whoever holds it
+        self.mode = mode  # of the file when this lock creates it
         self._fd: int | None = None
 
     @property
@@ -101,14 +113,14 @@ class FileLock:
 
     def _open(self) -> int:
         try:
-            return os.open(self.path, _OPEN_FLAGS, 0o644)
+            return os.open(self.path, _OPEN_FLAGS, self.mode)
         except FileNotFoundError:
             parent = os.path.dirname(self.path)
             if not parent:
                 raise IOFailure("opening lock file failed", f"{self.path}: no such file") from None
             try:
                 os.makedirs(parent, 0o755, exist_ok=True)
-                return os.open(self.path, _OPEN_FLAGS, 0o644)
+                return os.open(self.path, _OPEN_FLAGS, self.mode)
             except OSError as e:
                 raise os_error(e, "opening lock file", self.path) from None
         except OSError as e:

@@ -17,6 +17,8 @@ from tests.netns import (
     Node,
     cni_env,
     delete_netns,
+    masq_chain_of,
+    nat_left,
     netconf,
     reference_plugin,
     subnet_env,
@@ -206,18 +208,26 @@ def test_every_version_add_check_del(node: Node, version: str) -> None:
     assert node.reservations() == {} and node.veths() == []
 
 
-def test_ip_masq_rule_added_and_removed(node: Node) -> None:
+def test_ip_masq_rules_are_the_reference_bridges_and_del_removes_them(node: Node) -> None:
+    """The chain, comment and rule shapes are the reference bridge plugin's (its
+    FormatChainName/FormatComment, and iptables-save's form of its rules), and DEL leaves
+    the whole nat table as it was."""
     pod = node.pod()
     conf = node.conf(ipMasq=True)
     res = ok(node.add(pod, "c1", conf))
-
-    nat = node.ns.iptables_save
-    rules = nat()
-    assert "-A POSTROUTING -s 10.42.0.2/32" in rules and "name: cbr0 id: c1" in rules
-    assert "MASQUERADE" in rules
+    chain = masq_chain_of("c1")
+    comment = '--comment "name: \\"cbr0\\" id: \\"c1\\""'
+    assert sorted(nat_left(node)) == sorted(
+        [
+            f"+ ipv4 :{chain} - [0:0]",
+            f"+ ipv4 -A POSTROUTING -s 10.42.0.2/32 -m comment {comment} -j {chain}",
+            f"+ ipv4 -A {chain} -d 10.42.0.0/24 -m comment {comment} -j ACCEPT",
+            f"+ ipv4 -A {chain} ! -d 224.0.0.0/4 -m comment {comment} -j MASQUERADE",
+        ]
+    )
     ok(node.check(pod, "c1", res, conf))
     ok(node.delete(pod, "c1", conf))
-    assert "c1" not in nat() and "WEFT-" not in nat()
+    assert nat_left(node) == []
 
 
 def test_missing_subnet_file_is_try_again_and_malformed_is_7(node: Node) -> None:
