@@ -406,8 +406,11 @@ def cmd_check(req: Request) -> None:
         alock = held.enter_context(net.attachment_lock(env.container_id, env.ifname))
         with net.lock():
             reserved = frozenset(net.store.get_by_id(env.container_id, env.ifname))
-            if not reserved and net.records.get(env.container_id, env.ifname) is None:
-                alock.remove()  # nothing to check: leave no lock file for what does not exist
+            ours = net.records.get(env.container_id, env.ifname) is not None
+        if not ours:
+            # weft did not make this attachment (the reference did, or nobody): a lock file
+            # left now would outlive it, as nothing of weft's deletes it
+            held.callback(alock.remove)
         with Netlink.open() as host, open_pod_netlink(pod_fd, env.netns) as pod:
             seen = bridge.observe(host, pod, exp)
         masq_present: frozenset[int] = frozenset()

@@ -17,6 +17,7 @@ from tests.netns import (
     Node,
     cni_env,
     delete_netns,
+    host_veth_name,
     masq_chain_of,
     nat_left,
     netconf,
@@ -287,6 +288,31 @@ def test_interoperates_with_reference_host_local_store(node: Node) -> None:
     ok(node.delete(pod_ref, "ref1"))  # weft releases a host-local reservation and its eth0
     assert node.reservations() == {"10.42.0.3": b"w1\r\neth0"}
     assert "eth0" not in pod_ref.links()
+
+
+def test_check_of_a_pod_the_reference_made_passes_and_leaves_no_lock(node: Node) -> None:
+    """weft finds the reference's randomly named host veth as the reference does, by the
+    pod eth0's peer; and it takes no lock file it would leave behind for that pod."""
+    pod = node.pod()
+    ref_conf = netconf(reference_plugin(node.subnet_file.read_text(), node.data_dir))
+    ref = subprocess.run(
+        ["ip", "netns", "exec", node.ns.name, "/usr/lib/cni/bridge"],
+        input=json.dumps(ref_conf),
+        text=True,
+        env=cni_env("ADD", "ref1", pod.path),
+        check=True,
+        capture_output=True,
+    )
+    res = json.loads(ref.stdout)
+    assert res["interfaces"][1]["name"] != host_veth_name("ref1")
+    ok(node.check(pod, "ref1", res))
+    assert node.weft_files() == []
+    # a real drift is still one: the host end off the bridge
+    node.ns.run("ip", "link", "set", res["interfaces"][1]["name"], "nomaster")
+    e = err(node.check(pod, "ref1", res), 102)
+    assert e["msg"] == f"host veth {res['interfaces'][1]['name']} is not attached to cni0"
+    assert node.weft_files() == []
+    ok(node.delete(pod, "ref1"))
 
 
 def test_del_never_deletes_what_a_forged_record_names(node: Node) -> None:
