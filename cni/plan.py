@@ -220,3 +220,25 @@ def plan_gc(
     valid_ids = {cid for cid, _ in valid}
     legacy = tuple(r.ip for r in reservations if not r.ifname and r.container_id not in valid_ids)
     return GCPlan(legacy, tuple(sorted(owners - valid)))
+
+
+def orphan_records(
+    records: list[Attachment],
+    reservations: list[Reservation],
+    reservation_file_exists: Callable[[IPAddress], bool],
+) -> list[tuple[str, str]]:
+    """weft's records of attachments whose reservations are gone, as (container id, ifname):
+    released by someone who knows nothing of ``.weft/`` (the reference's DEL of a pod weft
+    made). Nothing holds an address for them any more, so the record, its lock file and
+    whatever it names in the kernel go. A record with an address whose file is there but
+    could not be read is not one: that reservation may still be its own."""
+    held = {(r.container_id, r.ifname) for r in reservations}
+    held_ids = {r.container_id for r in reservations if not r.ifname}  # legacy id-only
+    owned = {r.ip for r in reservations}
+    return [
+        (a.container_id, a.ifname)
+        for a in records
+        if (a.container_id, a.ifname) not in held
+        and a.container_id not in held_ids
+        and all(ip.ip in owned or not reservation_file_exists(ip.ip) for ip in a.ips)
+    ]

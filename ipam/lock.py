@@ -21,9 +21,11 @@ network lock, GC and reclaim only ever *try* the attachment locks of what they t
 lock while holding anything, and no cycle of waits — no deadlock — is possible; GC may
 hold several attachment locks it won that way while it waits for the network lock again.
 
-Lock files of attachments are removed, so that they do not pile up one per pod: DEL
-unlinks its own while still holding it, GC those of attachments that no longer exist
-(after winning them with ``try_acquire``).  Unlinking a flock()ed file races with a
+Lock files of attachments are removed, so that they do not pile up one per pod and do
+not outlive their attachment whoever deletes it: DEL unlinks its own while still holding
+it, CHECK its own when weft has no record of the attachment, and the one GC path (CNI GC,
+``weft gc``, ADD's reclaim: ``cni.commands.collect``) those of attachments that no longer
+exist (after winning them with ``try_acquire``).  Unlinking a flock()ed file races with a
 process that opened the old file and is waiting on it; so an attachment lock, once
 acquired, checks that its path still names the file it locked and starts over if not
 (``removable``).  Whoever unlinks holds the lock, so at most one process ever holds the
