@@ -28,11 +28,11 @@ from cni.plan import (
     attachment_record,
     build_result,
     is_stale,
+    orphan_records,
     plan_add,
     plan_gc,
     plan_teardown,
 )
-from cni.plan import orphan_records as plan_orphans
 from cni.spec import pod_ref
 from cnispec.errors import (
     CheckFailed,
@@ -229,7 +229,7 @@ def collect(
             keys = decide()
             records = net.records.all()
             reservations = net.store.reservations()
-            orphans = plan_orphans(records, reservations, net.store.has_file)
+            orphans = orphan_records(records, reservations, net.store.has_file)
             keys += [k for k in orphans if k not in keys and k not in keep]
             todo: list[tuple[FileLock | None, Teardown]] = []
             for cid, ifname in keys:
@@ -312,6 +312,8 @@ class Reclaimer:
             return list(stale)
 
         done = collect(net, decide, own=self.own, network_held=True)
+        for t, why in done.failed:  # left as it is; the other stale ones may make room
+            self.log.warning(f"could not reclaim {t.container_id}/{t.ifname}: {why}")
         freed = {(t.container_id, t.ifname) for t in done.released}
         for key in freed & stale.keys():
             record = stale[key]
