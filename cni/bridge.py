@@ -131,12 +131,15 @@ def observe(host: Netlink, pod: Netlink, exp: Expected) -> Observed:
     pod_link = pod.link_get(exp.ifname)
     addrs: frozenset[IPInterface] = frozenset()
     routes: tuple[KernelRoute, ...] = ()
+    veth: Link | None = None
     if pod_link is not None:
         addrs = frozenset(a.address for a in pod.addrs(pod_link.ifindex))
         routes = tuple(r for v in exp.route_versions for r in pod.routes(v))
+        if pod_link.peer:  # the host end, by the pod end's peer index (not by name)
+            veth = host.link_by_index(pod_link.peer)
     return Observed(
         bridge=host.link_get(exp.bridge),
-        host_veth=host.link_get(exp.host_veth),
+        host_veth=veth,
         pod_link=pod_link,
         pod_addrs=addrs,
         pod_routes=routes,

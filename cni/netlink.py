@@ -103,6 +103,7 @@ _IFLA_MAP = (
     (1, "IFLA_ADDRESS", "l2addr"),
     (3, "IFLA_IFNAME", "asciiz"),
     (4, "IFLA_MTU", "uint32"),
+    (5, "IFLA_LINK", "uint32"),
     (10, "IFLA_MASTER", "uint32"),
     (18, "IFLA_LINKINFO", "linkinfo"),
     (28, "IFLA_NET_NS_FD", "uint32"),
@@ -240,6 +241,7 @@ class Link(NamedTuple):
     up: bool
     promisc: bool
     hairpin: bool | None  # bridge-port hairpin mode, None when not a bridge port
+    peer: int | None = None  # a veth's peer ifindex (in the peer's namespace)
 
 
 class Addr(NamedTuple):
@@ -355,6 +357,7 @@ class Netlink:
             up=bool(flags & IFF_UP),
             promisc=bool(flags & IFF_PROMISC),
             hairpin=hairpin,
+            peer=m.get_attr("IFLA_LINK"),
         )
 
     def link_get(self, name: str) -> Link | None:
@@ -362,6 +365,15 @@ class Netlink:
         msg["attrs"] = [("IFLA_IFNAME", name)]
         try:
             raw = self._request(msg, RTM_GETLINK, 0, f"get link {name}")
+        except NotFound:
+            return None
+        return self._link_from(raw[0]) if raw else None
+
+    def link_by_index(self, index: int) -> Link | None:
+        msg = _ifinfmsg()
+        msg["index"] = index
+        try:
+            raw = self._request(msg, RTM_GETLINK, 0, f"get link #{index}")
         except NotFound:
             return None
         return self._link_from(raw[0]) if raw else None

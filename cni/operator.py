@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 from cni import helperproto, opstate
 from cni.config import NetConf, is_flannel_shape, parse_netconf, subnet_file_path
 from cni.opstate import Observed, Row
+from cni.plan import orphan_records
 from cnispec.errors import CNIError
 from ipam.attachments import Attachment, AttachmentStore, NetnsId
 from ipam.disk import DiskStore
@@ -169,7 +170,10 @@ def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
     from cni.netlink import Netlink
     from cni.netns import identity_at
 
-    records = {(a.container_id, a.ifname): a for a in attachments.all()}
+    all_records = attachments.all()
+    reservations = store.reservations()
+    orphans = set(orphan_records(all_records, reservations, store.has_file))
+    records = {(a.container_id, a.ifname): a for a in all_records}
     seen: set[tuple[str, str]] = set()
     out: list[Observed] = []
     with Netlink.open() as host:
@@ -182,7 +186,7 @@ def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
         def netns(rec: Attachment | None) -> NetnsId | None:
             return identity_at(rec.netns) if rec and rec.netns else None
 
-        for r in store.reservations():
+        for r in reservations:
             rec = records.get((r.container_id, r.ifname)) if r.ifname else None
             seen.add((r.container_id, r.ifname))
             since = _mtime(os.path.join(store.dir, str(r.ip)))
@@ -190,7 +194,16 @@ def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
         for key, rec in records.items():
             if key not in seen:
                 out.append(
-                    Observed(None, rec.container_id, rec.ifname, rec, netns(rec), veth(rec), None)
+                    Observed(
+                        None,
+                        rec.container_id,
+                        rec.ifname,
+                        rec,
+                        netns(rec),
+                        veth(rec),
+                        None,
+                        key in orphans,
+                    )
                 )
     return out
 
@@ -410,42 +423,28 @@ def cmd_status(argv: list[str], out: TextIO, err: TextIO) -> int:
 def _collect(
     net: Network,
 ) -> tuple[list[Row], opstate.GcPlan, list[Row], list[tuple[Row, str]], list[Row]]:
-    """Release what ``gc_plan`` says, in ``ipam.lock``'s order, as CNI GC does: decide
-    under the network lock and only *try* each attachment's lock (a busy one is in the
-    middle of a command: skipped); tear the kernel side down outside the network lock; then
-    release reservations and records under it again."""
-    from cni.commands import apply_teardown_kernel, apply_teardown_store, plan_teardown_of
+    """Release what ``gc_plan`` says through the plugin's one teardown path
+    (``cni.commands.collect``: the lock order, the orphan sweep), decided on the table
+    read under the network lock."""
+    from cni.commands import collect
 
-    released: list[Row] = []
-    failed: list[tuple[Row, str]] = []
-    busy: list[Row] = []
-    with contextlib.ExitStack() as claimed:
-        with net.lock():
-            table = judged(net)
-            plan = opstate.gc_plan(table)
-            todo = []
-            for cid, ifname in plan.release:
-                rows = [r for r in table if (r.container_id, r.ifname) == (cid, ifname)]
-                lock = net.attachment_lock(cid, ifname)
-                if not lock.try_acquire():
-                    busy += rows
-                    continue
-                claimed.callback(lock.release)
-                t = plan_teardown_of(net, cid, ifname, "")
-                if t is not None:
-                    todo.append((lock, t, rows))
-        done = []
-        for lock, t, rows in todo:
-            try:
-                apply_teardown_kernel(net, t)
-                done.append((lock, t, rows))
-            except CNIError as e:
-                failed += [(r, str(e)) for r in rows]
-        with net.lock():
-            for lock, t, rows in done:
-                apply_teardown_store(net, t)
-                lock.remove()
-                released += rows
+    decided: list[tuple[list[Row], opstate.GcPlan]] = []
+
+    def decide() -> list[tuple[str, str]]:
+        table = judged(net)
+        plan = opstate.gc_plan(table)
+        decided.append((table, plan))
+        return list(plan.release)
+
+    done = collect(net, decide)
+    table, plan = decided[0]
+
+    def rows(cid: str, ifname: str) -> list[Row]:
+        return [r for r in table if (r.container_id, r.ifname) == (cid, ifname)]
+
+    released = [r for t in done.released for r in rows(t.container_id, t.ifname)]
+    failed = [(r, e) for t, e in done.failed for r in rows(t.container_id, t.ifname)]
+    busy = [r for key in done.busy for r in rows(*key)]
     return table, plan, released, failed, busy
 
 

@@ -12,7 +12,10 @@ The staleness rule is the one ADD's reclaim applies (``cni.plan.is_stale``), so 
   be using the address, so ADD may reclaim it and ``gc`` releases it;
 * **host-local** -- a reservation weft has no record of (written by the reference
   host-local, or by a legacy id-only record): weft cannot tell whether its pod exists, so
-  it never touches it and says how to remove it by hand.
+  it never touches it and says how to remove it by hand;
+* **orphan** -- a record whose reservation someone else released (the reference's DEL of a
+  pod weft made: ``cni.plan.orphan_records``): it holds no address, and ``gc`` removes it
+  with its lock file and whatever it names in the kernel.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ipam.subnetfile import SubnetFile
 LIVE = "live"
 STALE = "stale"
 HOST_LOCAL = "host-local"
+ORPHAN = "orphan"
 THIS_BOOT = "this"
 EARLIER_BOOT = "earlier"
 
@@ -43,6 +47,7 @@ class Observed(NamedTuple):
     netns_seen: NetnsId | None  # the namespace the record's netns path names (None: none)
     veth_present: bool | None
     since: float | None  # mtime of the reservation (or record) file
+    orphan: bool = False  # a record whose reservation was released (``plan.orphan_records``)
 
 
 class Row(NamedTuple):
@@ -60,7 +65,7 @@ class Row(NamedTuple):
     veth_present: bool | None
     boot: str  # THIS_BOOT, EARLIER_BOOT or "" (no record)
     age_seconds: int | None
-    state: str  # LIVE, STALE or HOST_LOCAL
+    state: str  # LIVE, STALE, HOST_LOCAL or ORPHAN
     reason: str
 
 
@@ -72,7 +77,10 @@ def judge(o: Observed, current_boot: str, now: float) -> Row:
     else:
         boot = THIS_BOOT if rec.boot_id == current_boot else EARLIER_BOOT
         seen = o.netns_seen
-        if is_stale(rec, lambda _: seen):
+        if o.orphan:
+            state = ORPHAN
+            reason = "its reservation was released without weft (the reference plugin's DEL?)"
+        elif is_stale(rec, lambda _: seen):
             state = STALE
             if rec.netns and netns_state(rec, seen) == NETNS_OTHER:
                 reason = f"netns {rec.netns} names another namespace than the pod's"
@@ -120,13 +128,14 @@ class GcPlan(NamedTuple):
 
 
 def gc_plan(table: list[Row]) -> GcPlan:
-    """Release every stale attachment, keep every live one, leave host-local ones alone.
-    An attachment with one live row is never released, whatever its other rows say."""
+    """Release every stale attachment and every orphan record, keep every live one, leave
+    host-local ones alone. An attachment with one live row is never released, whatever its
+    other rows say."""
     live = {(r.container_id, r.ifname) for r in table if r.state == LIVE}
     release: list[tuple[str, str]] = []
     for r in table:
         owner = (r.container_id, r.ifname)
-        if r.state == STALE and owner not in live and owner not in release:
+        if r.state in (STALE, ORPHAN) and owner not in live and owner not in release:
             release.append(owner)
     return GcPlan(
         tuple(release),

@@ -27,7 +27,7 @@ from typing import NamedTuple
 from cni.config import NetConf
 from cni.spec import PodRef
 from cni.types import DNS, Interface, IPConfig, Result, Route
-from cnispec.digest import sha256_hex
+from cnispec.digest import sha256_hex, sha512_hex
 from cnispec.ip import IPAddress, IPInterface
 from ipam.allocator import Allocation
 from ipam.attachments import Attachment, NetnsId
@@ -44,12 +44,16 @@ def host_veth_name(container_id: str, ifname: str) -> str:
 
 
 def masq_chain(network: str, container_id: str) -> str:
-    """Per-container masquerade chain, like the reference's CNI-<hash> (28 chars max)."""
-    return "WEFT-" + sha256_hex(f"{network}\0{container_id}".encode())[:20]
+    """Per-container masquerade chain, named as the reference bridge plugin names it
+    (``CNI-`` + sha512 of network name and container id, 28 characters): weft and the
+    reference then remove each other's rules, whichever DELs a pod."""
+    return ("CNI-" + sha512_hex(f"{network}{container_id}".encode()))[:28]
 
 
 def masq_comment(network: str, container_id: str) -> str:
-    return f"name: {network} id: {container_id}"
+    """The reference's rule comment. Both names match ``cnispec.rules.ID_PATTERN``, so
+    quoting them needs no escapes (the reference quotes with Go's %q)."""
+    return f'name: "{network}" id: "{container_id}"'
 
 
 class AddPlan(NamedTuple):
@@ -256,3 +260,25 @@ def plan_gc(
     valid_ids = {cid for cid, _ in valid}
     legacy = tuple(r.ip for r in reservations if not r.ifname and r.container_id not in valid_ids)
     return GCPlan(legacy, tuple(sorted(owners - valid)))
+
+
+def orphan_records(
+    records: list[Attachment],
+    reservations: list[Reservation],
+    reservation_file_exists: Callable[[IPAddress], bool],
+) -> list[tuple[str, str]]:
+    """weft's records of attachments whose reservations are gone, as (container id, ifname):
+    released by someone who knows nothing of ``.weft/`` (the reference's DEL of a pod weft
+    made). Nothing holds an address for them any more, so the record, its lock file and
+    whatever it names in the kernel go. A record with an address whose file is there but
+    could not be read is not one: that reservation may still be its own."""
+    held = {(r.container_id, r.ifname) for r in reservations}
+    held_ids = {r.container_id for r in reservations if not r.ifname}  # legacy id-only
+    owned = {r.ip for r in reservations}
+    return [
+        (a.container_id, a.ifname)
+        for a in records
+        if (a.container_id, a.ifname) not in held
+        and a.container_id not in held_ids
+        and all(ip.ip in owned or not reservation_file_exists(ip.ip) for ip in a.ips)
+    ]

@@ -85,6 +85,15 @@ def test_gc_plan_releases_stale_keeps_live_and_never_touches_host_local() -> Non
     assert plan.kept_live == 1
 
 
+def test_a_record_whose_reservation_was_released_elsewhere_is_an_orphan_gc_removes() -> None:
+    """The reference's DEL of a pod weft made: its netns may well still exist, but nothing
+    holds an address for the record any more."""
+    o = obs(None, "by-weft", rec("by-weft"), True)._replace(orphan=True)
+    (row,) = opstate.rows([o], BOOT, NOW)
+    assert row.state == "orphan" and "released" in row.reason
+    assert opstate.gc_plan([row]).release == (("by-weft", "eth0"),)
+
+
 def test_gc_plan_keeps_an_attachment_with_any_live_row() -> None:
     live = rec("c")
     table = opstate.rows(
