@@ -7,7 +7,7 @@ Two kinds of lock, both an exclusive ``flock()`` with a bounded wait (``FileLock
   writing attachment records, reclaim — and creating or re-addressing the bridge.  It is
   held only around that store work, never around a veth, a pod's addresses, routes or
   sysctls, so concurrent pods' kernel work overlaps (reclaim, rare, tears a stale
-  attachment down under it: ``cni.commands.reclaim_if_stale``);
+  attachment down under it: ``cni.commands.Reclaimer``);
 * the **attachment lock** of one (container id, ifname),
   ``<network dir>/.weft/locks/<sha256(id\nifname)>``: held for a whole ADD, DEL or CHECK of
   that attachment, so those stay all-or-nothing and ordered (a concurrent ADD and DEL of
