@@ -3,12 +3,13 @@
 The cached Debian bullseye root of the bundle's architecture (glibc 2.31; arm64 runs under
 qemu-user) under a throwaway overlay (the cache itself never changes), with the release tarball
 unpacked in its /opt as an operator would. One long-lived holder process owns a mount
-namespace in which that overlay is mounted and has /proc, /sys, /dev and the machine's /run
-and /tmp bind-mounted (slave propagation, so netns files the tests create later appear inside,
-and nothing mounted there leaks out); the machine reads its files through /proc/<holder>/root.
-Every exec of the bundle enters that mount namespace and chroots into the root (`wrapper`):
-the plugin sees the root's libraries, the sandbox's netns paths and the tests' temp dirs, and
-a helper and its clients share one mount namespace, as on a node.
+namespace in which that overlay is mounted and has /proc, /sys, /dev, the machine's /run and
+its temp directory ($TMPDIR, else /tmp) bind-mounted (slave propagation, so netns files the
+tests create later appear inside, and nothing mounted there leaks out); the machine reads the
+root's files through /proc/<holder>/root. Every exec of the bundle enters that mount namespace
+and chroots into the root (`wrapper`): the plugin sees the root's libraries, the sandbox's
+netns paths and the tests' temp dirs, and a helper and its clients share one mount namespace,
+as on a node.
 
     python3 tests/release/oldroot.py --arch amd64 -- pytest -q tests/kernel
 
@@ -94,18 +95,20 @@ def old_root(arch: str, workdir: Path | None = None) -> Iterator[OldRoot]:
     """The root with the release tarball of ``arch`` unpacked in /opt, for the duration."""
     tar = tarball(arch)
     base = base_root(arch)
-    # outside /tmp: the root bind-mounts the machine's /tmp into itself
+    # outside the temp directory: the root bind-mounts that into itself
     work = Path(tempfile.mkdtemp(prefix=f"weft-oldroot-{arch}-", dir=workdir or "/var/tmp"))
     path = work / "root"
     for d in ("root", "upper", "work"):
         (work / d).mkdir()
     holder: subprocess.Popen[bytes] | None = None
+    tmp = tempfile.gettempdir()  # where the tests' files are (TMPDIR, else /tmp)
     try:
         mounts = " && ".join(
             [f"mount -t overlay overlay -o lowerdir={base},upperdir={work}/upper,"
              f"workdir={work}/work {path}",
              f"mount -t proc proc {path}/proc"]
-            + [f"mount --rbind /{d} {path}/{d}" for d in ("sys", "dev", "run", "tmp")]
+            + [f"mount --rbind /{d} {path}/{d}" for d in ("sys", "dev", "run")]
+            + [f"mkdir -p {path}{tmp} && mount --rbind {tmp} {path}{tmp}"]
         )
         holder = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "slave", "--", "sh", "-c",
