@@ -439,6 +439,22 @@ class Outcome:
         return json.loads(self.stdout)
 
 
+def expect_ok(out: Outcome) -> Any:
+    """A successful exec: its JSON answer (None for an empty one, e.g. DEL's)."""
+    assert out.rc == 0, f"rc={out.rc} stdout={out.stdout} stderr={out.stderr[-2000:]}"
+    return out.json if out.stdout.strip() else None
+
+
+def expect_error(out: Outcome, code: int) -> dict[str, Any]:
+    """A failed exec answering CNI error ``code`` as JSON, never a traceback."""
+    assert out.rc != 0, out.stdout
+    e = json.loads(out.stdout)
+    assert e["code"] == code, e
+    assert isinstance(e["msg"], str) and e["msg"]
+    assert "Traceback" not in out.stdout
+    return dict(e)
+
+
 @dataclass
 class Node:
     """A sandbox node: a netns in which the plugin runs as the host, plus its files."""
@@ -526,6 +542,24 @@ class Node:
         c = dict(conf or self.conf())
         c["prevResult"] = prev
         return self.exec("CHECK", c, cid, pod.path, **kw)
+
+    def person(self, *args: str) -> Outcome:
+        """The binary as a person runs it on the node: no CNI_* variables at all; the config
+        from ``<tmp>/net.d`` (or ``--conf``), a helper socket nobody listens on."""
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "WEFT_CONF_DIRS": str(self.tmp / "net.d"),
+            "WEFT_SOCKET": str(self.tmp / "weft.sock"),
+        }
+        if os.environ.get("WEFT_PYTHON"):
+            env["WEFT_PYTHON"] = os.environ["WEFT_PYTHON"]
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.ns.name, self.plugin, *args],
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
+        return Outcome(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
     def weft_files(self, network: str = NETWORK_NAME) -> list[str]:
         return store_weft_files(self.store_dir(network))

@@ -27,21 +27,14 @@ from tests.netns import (
     reference_plugin,
     subnet_env,
 )
+from tests.netns import (
+    expect_error as err,
+)
+from tests.netns import (
+    expect_ok as ok,
+)
 
 pytestmark = pytest.mark.root
-
-
-def ok(out: Any) -> Any:
-    assert out.rc == 0, f"rc={out.rc} stdout={out.stdout} stderr={out.stderr[-2000:]}"
-    return out.json if out.stdout.strip() else None
-
-
-def err(out: Any, code: int) -> dict[str, Any]:
-    assert out.rc != 0, out.stdout
-    e = json.loads(out.stdout)
-    assert e["code"] == code, e
-    assert "Traceback" not in out.stdout
-    return dict(e)
 
 
 # ---- a netns path that names another namespace ------------------------------------------------

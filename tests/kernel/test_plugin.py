@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from typing import Any
 
 import pytest
 
@@ -24,6 +23,12 @@ from tests.netns import (
     reference_plugin,
     subnet_env,
 )
+from tests.netns import (
+    expect_error as err,
+)
+from tests.netns import (
+    expect_ok as ok,
+)
 
 pytestmark = pytest.mark.root
 
@@ -32,20 +37,6 @@ ALL_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 
 def addr_of(pod: Netns, dev: str = "eth0", family: int = 4) -> list[str]:
     return [a for a in pod.addrs(dev) if (":" in a) == (family == 6)]
-
-
-def ok(out: Any) -> Any:
-    assert out.rc == 0, f"rc={out.rc} stdout={out.stdout} stderr={out.stderr[-2000:]}"
-    return out.json if out.stdout.strip() else None
-
-
-def err(out: Any, code: int) -> dict[str, Any]:
-    assert out.rc != 0, out.stdout
-    e = json.loads(out.stdout)
-    assert e["code"] == code, e
-    assert isinstance(e["msg"], str) and e["msg"]
-    assert "Traceback" not in out.stdout
-    return dict(e)
 
 
 def test_add_gives_pod_address_mtu_routes_and_bridge_gateway(node: Node) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import stat
-import subprocess
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -70,15 +68,9 @@ def weft_gc(node: Node, conf: dict[str, Any]) -> str:
     """``weft gc`` as an operator runs it on the node (no CNI_* variables)."""
     path = node.tmp / "weft.conf"
     path.write_text(json.dumps(conf))
-    proc = subprocess.run(
-        ["ip", "netns", "exec", node.ns.name, node.plugin, "gc", "--conf", str(path)],
-        capture_output=True,
-        text=True,
-        env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
+    out = node.person("gc", "--conf", str(path))
+    assert out.rc == 0, out.stdout + out.stderr
+    return out.stdout
 
 
 def masq_shape(node: Node, pod: Pod) -> list[str]:

@@ -11,14 +11,13 @@ import fcntl
 import json
 import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.netns import Netns, Node, Outcome, attachment_lock, delete_netns
+from tests.netns import Netns, Node, attachment_lock, delete_netns
 
 pytestmark = pytest.mark.root
 
@@ -48,24 +47,6 @@ def write_conflist(node: Node, conf: dict[str, Any] | None = None) -> Path:
     }
     (d / "10-weft.conflist").write_text(json.dumps(doc))
     return d
-
-
-def person(node: Node, *args: str) -> Outcome:
-    """The binary as a person runs it on the node: no CNI_* variables at all."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-        "WEFT_CONF_DIRS": str(node.tmp / "net.d"),
-        "WEFT_SOCKET": str(node.tmp / "weft.sock"),
-    }
-    if os.environ.get("WEFT_PYTHON"):
-        env["WEFT_PYTHON"] = os.environ["WEFT_PYTHON"]
-    proc = subprocess.run(
-        ["ip", "netns", "exec", node.ns.name, node.plugin, *args],
-        capture_output=True,
-        env=env,
-        timeout=120,
-    )
-    return Outcome(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
 def ok_add(node: Node, pod: Netns, cid: str, **kw: Any) -> str:
@@ -137,7 +118,7 @@ def mixed(node: Node) -> Mixed:
 
 
 def test_ls_tells_live_stale_and_host_local_apart(mixed: Mixed) -> None:
-    out = person(mixed.node, "ls", "--json")
+    out = mixed.node.person("ls", "--json")
     assert out.rc == 0, out
     rows = {r["ip"]: r for r in json.loads(out.stdout)["addresses"]}
     ip = mixed.ip
@@ -172,7 +153,7 @@ def test_ls_tells_live_stale_and_host_local_apart(mixed: Mixed) -> None:
         "",
         "",
     )
-    text = person(mixed.node, "ls")
+    text = mixed.node.person("ls")
     assert text.rc == 0
     lines = text.stdout.splitlines()
     assert lines[1].split()[:2] == ["IP", "CONTAINER"]
@@ -183,7 +164,7 @@ def test_ls_tells_live_stale_and_host_local_apart(mixed: Mixed) -> None:
 
 
 def test_status_counts_what_add_can_use(mixed: Mixed) -> None:
-    out = person(mixed.node, "status", "--json")
+    out = mixed.node.person("status", "--json")
     assert out.rc == 0, out
     st = json.loads(out.stdout)
     assert st["healthy"] is True and st["problems"] == []
@@ -197,7 +178,7 @@ def test_status_counts_what_add_can_use(mixed: Mixed) -> None:
     fwd = mixed.node.ns.run("cat", "/proc/sys/net/ipv4/ip_forward").stdout.strip()
     assert st["forwarding"] == {"ipv4": fwd}
     assert st["helper"]["state"] == "not running"
-    text = person(mixed.node, "status")
+    text = mixed.node.person("status")
     assert text.rc == 0 and "status      ok" in text.stdout
     assert "2 live, 2 stale (reclaimable), 1 host-local, 248 free" in text.stdout
 
@@ -207,7 +188,7 @@ def test_status_is_unhealthy_with_one_line_per_problem(mixed: Mixed) -> None:
     node.ns.run("sysctl", "-qw", "net.ipv4.ip_forward=0")
     node.ns.run("ip", "addr", "add", "10.42.7.1/24", "dev", "cni0")
     node.ns.run("ip", "addr", "del", "10.42.0.1/24", "dev", "cni0")
-    out = person(node, "status")
+    out = node.person("status")
     assert out.rc == 1, out
     problems = [line for line in out.stdout.splitlines() if line.startswith("problem:")]
     fixes = [line for line in out.stdout.splitlines() if line.strip().startswith("fix:")]
@@ -215,14 +196,14 @@ def test_status_is_unhealthy_with_one_line_per_problem(mixed: Mixed) -> None:
     assert any("ip_forward is 0" in p for p in problems)
     assert any("cni0 has 10.42.7.1/24 but the subnet is 10.42.0.1/24" in p for p in problems)
     node.subnet_file.unlink()
-    st = json.loads(person(node, "status", "--json").stdout)
+    st = json.loads(node.person("status", "--json").stdout)
     assert not st["healthy"] and any("subnet file" in p["what"] for p in st["problems"])
 
 
 def test_gc_dry_run_changes_nothing(mixed: Mixed) -> None:
     node = mixed.node
     before, links_before = tree(node.data_dir), node_links(node)
-    out = person(node, "gc", "--dry-run")
+    out = node.person("gc", "--dry-run")
     assert out.rc == 0, out
     would = sorted(line.split()[2] for line in out.stdout.splitlines() if line.startswith("would"))
     assert would == sorted([mixed.ip["gone"], mixed.ip["gone-old"]])
@@ -232,7 +213,7 @@ def test_gc_dry_run_changes_nothing(mixed: Mixed) -> None:
 def test_gc_releases_every_stale_attachment_and_never_a_live_pod(mixed: Mixed) -> None:
     node = mixed.node
     live_links = {link["ifname"] for link in node.ns.ip("link") if link["ifname"] != "lo"}
-    out = person(node, "gc")
+    out = node.person("gc")
     assert out.rc == 0, out
     released = sorted(
         line.split()[1] for line in out.stdout.splitlines() if line.startswith("released")
@@ -247,7 +228,7 @@ def test_gc_releases_every_stale_attachment_and_never_a_live_pod(mixed: Mixed) -
         assert "eth0" in pod.links()
         ping = pod.run("ping", "-c", "1", "-W", "2", "10.42.0.1", check=False)
         assert ping.returncode == 0
-    again = person(node, "gc", "--json")
+    again = node.person("gc", "--json")
     assert again.rc == 0
     doc = json.loads(again.stdout)
     assert doc["released"] == [] and doc["liveKept"] == 2
@@ -256,21 +237,21 @@ def test_gc_releases_every_stale_attachment_and_never_a_live_pod(mixed: Mixed) -
 
 def test_gc_never_creates_a_store(node: Node) -> None:
     write_conflist(node)
-    out = person(node, "gc")
+    out = node.person("gc")
     assert out.rc == 0 and "nothing to do" in out.stdout
     assert not node.store_dir().exists()
-    ls = person(node, "ls", "--json")
+    ls = node.person("ls", "--json")
     assert ls.rc == 0 and json.loads(ls.stdout)["addresses"] == []
 
 
 def test_person_mode_exit_codes(node: Node) -> None:
     write_conflist(node)
     for args in (["bogus"], ["--bogus"], ["status", "--frob"]):
-        out = person(node, *args)
+        out = node.person(*args)
         assert out.rc == 2 and "usage: weft" in out.stderr and out.stdout == "", (args, out)
-    about = person(node)
+    about = node.person()
     assert about.rc == 0 and "weft ls" in about.stderr
-    explicit = person(node, "ls", "--conf", str(node.tmp / "net.d" / "10-weft.conflist"))
+    explicit = node.person("ls", "--conf", str(node.tmp / "net.d" / "10-weft.conflist"))
     assert explicit.rc == 0
 
 
@@ -308,14 +289,14 @@ def test_status_reports_the_helper_socket(node: Node) -> None:
     try:
         listener.bind(path)
         listener.listen(4)
-        st = json.loads(person(node, "status", "--json").stdout)
+        st = json.loads(node.person("status", "--json").stdout)
         assert st["helper"]["state"] == "running", st["helper"]
         assert f"pid {os.getpid()}" in st["helper"]["build"]
         assert os.readlink("/proc/self/exe") in st["helper"]["build"]
     finally:
         listener.close()
     # the socket file outlived its listener: a stale socket is a problem with a fix
-    out = person(node, "status")
+    out = node.person("status")
     assert out.rc == 1 and "nothing answers on it" in out.stdout, out
 
 
@@ -328,12 +309,12 @@ def test_gc_waits_for_the_network_lock_and_changes_nothing_without_it(mixed: Mix
     fd = os.open(node.store_dir() / "lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # a CNI command of this network is running
-        out = person(node, "gc")
+        out = node.person("gc")
         assert out.rc == 1 and "timed out" in out.stderr and "lock" in out.stderr, out
         assert tree(node.data_dir) == before
     finally:
         os.close(fd)
-    assert person(node, "gc").rc == 0
+    assert node.person("gc").rc == 0
     assert set(node.reservations()) == {mixed.ip["live"], mixed.ip["live-old"], HOST_LOCAL_IP}
 
 
@@ -345,13 +326,13 @@ def test_gc_skips_an_attachment_a_cni_command_is_working_on(mixed: Mixed) -> Non
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # e.g. a DEL of that container is running
-        out = person(node, "gc")
+        out = node.person("gc")
         assert out.rc == 0, out
         assert f"skipped {mixed.ip['gone']} gone/eth0" in out.stdout
         assert mixed.ip["gone"] in node.reservations()
         assert mixed.ip["gone-old"] not in node.reservations()
     finally:
         os.close(fd)
-    again = person(node, "gc")
+    again = node.person("gc")
     assert f"released {mixed.ip['gone']}" in again.stdout
     assert set(node.reservations()) == {mixed.ip["live"], mixed.ip["live-old"], HOST_LOCAL_IP}

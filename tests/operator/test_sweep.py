@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
 from typing import Any
 
 import pytest
@@ -34,15 +32,9 @@ SLASH_29 = subnet_env("10.42.5.1/29", ipmasq=True)  # 10.42.5.2 - .6: five pods
 def weft_gc(node: Node, *args: str) -> str:
     path = node.tmp / "weft.conf"
     path.write_text(json.dumps(node.conf()))
-    proc = subprocess.run(
-        ["ip", "netns", "exec", node.ns.name, node.plugin, "gc", "--conf", str(path), *args],
-        capture_output=True,
-        text=True,
-        env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
+    out = node.person("gc", "--conf", str(path), *args)
+    assert out.rc == 0, out.stdout + out.stderr
+    return out.stdout
 
 
 def add(node: Node, cid: str, **kw: Any) -> None:

@@ -13,11 +13,11 @@ import os
 import subprocess
 import tarfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.netns import Node, ip_json
+from tests.netns import expect_ok as ok
 from tests.release.conftest import ARCHS
 from tests.release.oldroot import OldRoot, tarball
 
@@ -25,11 +25,6 @@ pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
 GLIBC_FLOOR = (2, 31)
-
-
-def ok(out: Any) -> Any:
-    assert out.rc == 0, f"rc={out.rc} stdout={out.stdout} stderr={out.stderr[-2000:]}"
-    return out.json if out.stdout.strip() else None
 
 
 def files_of(root: OldRoot) -> set[str]:

@@ -20,6 +20,7 @@ import pytest
 
 from cni import handoff, helperproto
 from tests.netns import Node
+from tests.netns import expect_ok as ok
 from tests.serve._support import (
     Helper,
     held_lock,
@@ -31,11 +32,6 @@ from tests.serve._support import (
 )
 
 pytestmark = pytest.mark.root
-
-
-def ok(out: Any) -> Any:
-    assert out.rc == 0, f"rc={out.rc} stdout={out.stdout} stderr={out.stderr[-2000:]}"
-    return out.json if out.stdout.strip() else None
 
 
 def _normalised(result: dict[str, Any]) -> dict[str, Any]:
