@@ -153,6 +153,11 @@ WEFT ?= $(FROZEN)
 bench: build
 	$(PYTHON) bench/bench.py --weft $(WEFT)
 
+# One helper ADD and one helper DEL phase by phase, from outside (strace on the helper, its
+# children and the client): bench/results/profile.md (root). Timing, never a test.
+profile: build
+	$(PYTHON) bench/profile.py --weft $(WEFT)
+
 bench-quick: build
 	$(PYTHON) bench/bench.py --quick --weft $(WEFT) --out-dir /tmp/weft-bench-quick
 
