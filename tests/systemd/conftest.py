@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import os
 import tarfile
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +16,19 @@ ARCH = "amd64"
 
 
 @pytest.fixture(scope="module")
-def sdroot() -> Iterator[SystemdRoot]:
+def machine_tmp_file() -> Iterator[Path]:
+    """A file in the machine's /tmp from before the root boots (its systemd-tmpfiles empties
+    the /tmp it sees at boot: that must never be the machine's)."""
+    fd, name = tempfile.mkstemp(prefix="weft-systemd-sentinel-", dir="/tmp")
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def sdroot(machine_tmp_file: Path) -> Iterator[SystemdRoot]:
     """A booted systemd node root with the amd64 release tarball unpacked in its /opt."""
     with systemd_root(ARCH) as root:
         with tarfile.open(tarball(ARCH)) as t:

@@ -51,6 +51,12 @@ def uninstall(root: SystemdRoot) -> str:
     return out.stdout
 
 
+def test_the_boot_left_the_machines_tmp_alone(sdroot: SystemdRoot, machine_tmp_file: Path) -> None:
+    assert machine_tmp_file.exists()
+    inside, outside = sdroot.host_path("/tmp").stat(), Path("/tmp").stat()
+    assert (inside.st_dev, inside.st_ino) != (outside.st_dev, outside.st_ino)
+
+
 def test_install_serves_the_first_pod_through_the_helper_and_uninstall_leaves_nothing(
         sdroot: SystemdRoot, node: Node, tmp_path: Path) -> None:
     root = sdroot
