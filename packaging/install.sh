@@ -221,15 +221,19 @@ start_helper() {
         return 0
     fi
     systemctl daemon-reload
-    if [ "${WEFT_NO_HELPER:-0}" = 1 ]; then
-        echo "weft helper: weft.socket installed, not enabled (WEFT_NO_HELPER=1): each pod runs weft in-process"
+    # a running helper of the old build would refuse the new clients and exit on its own;
+    # restart it now so that the new build serves at once
+    if systemctl is-active --quiet weft.service; then systemctl restart weft.service; fi
+    if [ "${WEFT_NO_HELPER:-0}" = 1 ]; then # enables nothing, disables nothing
+        if systemctl is-enabled --quiet weft.socket; then
+            echo "weft helper: weft.socket left enabled as it was (WEFT_NO_HELPER=1 enables nothing; systemctl disable --now weft.socket weft.service turns it off)"
+        else
+            echo "weft helper: weft.socket installed, not enabled (WEFT_NO_HELPER=1): each pod runs weft in-process"
+        fi
         return 0
     fi
     systemctl enable --now --quiet weft.socket ||
         die "systemctl enable --now weft.socket failed (weft itself is installed and works in-process; WEFT_NO_HELPER=1 installs without the helper)"
-    # a running helper of the old build would refuse the new clients and exit on its own;
-    # restart it now so that the new build serves at once
-    if systemctl is-active --quiet weft.service; then systemctl restart weft.service; fi
     echo "weft helper: weft.socket enabled and listening on /run/weft/weft.sock (systemd starts weft.service on the first pod; WEFT_NO_HELPER=1 turns this off)"
 }
 # <<< weft serve helper ------------------------------------------------------------------

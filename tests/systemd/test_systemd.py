@@ -113,3 +113,26 @@ def test_no_helper_installs_the_units_without_enabling_them(
     assert served(root) == before  # the helper served nothing
     uninstall(root)
     assert weft_on_disk(root) == []
+
+
+def test_reinstall_with_no_helper_leaves_an_enabled_helper_enabled(
+        sdroot: SystemdRoot, node: Node, tmp_path: Path) -> None:
+    """WEFT_NO_HELPER=1 enables nothing and disables nothing: an operator's enabled helper
+    stays enabled across a reinstall, and keeps serving."""
+    root = sdroot
+    install(root)
+    out = install(root, "WEFT_NO_HELPER=1")
+    assert "left enabled as it was" in out, out
+    assert root.systemctl("is-enabled", "weft.socket").stdout.strip() == "enabled"
+    assert root.systemctl("is-active", "weft.socket").stdout.strip() == "active"
+    before = served(root)
+    node.plugin = str(root.wrapper("/opt/cni/bin/weft", tmp_path))
+    pod = node.pod()
+    ok(node.add(pod, "after-reinstall"))
+    ok(node.delete(pod, "after-reinstall"))
+    assert node.reservations() == {} and node.veths() == []
+    assert served(root)[len(before):] == [("ADD", "after-reinstall", "0"),
+                                         ("DEL", "after-reinstall", "0")]
+    uninstall(root)
+    assert weft_on_disk(root) == []
+    assert root.systemctl("is-enabled", "weft.socket").returncode != 0
