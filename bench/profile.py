@@ -333,17 +333,18 @@ def serve(plugin: str, n: int, work: Path, traced: bool) -> tuple[Results, Plain
         if node.reservations():  # the store on disk: every DEL released its address
             raise SystemExit(f"profile: reservations left: {node.reservations()}")
     finally:
-        # SIGTERM to the helper itself (strace then exits with it): it drains and exits 0
-        for pid in children(helper.pid) if traced else [helper.pid]:
-            os.kill(pid, signal.SIGTERM)
         try:
+            # SIGTERM to the helper itself (strace then exits with it): it drains and exits 0
+            for pid in children(helper.pid) if traced else [helper.pid]:
+                os.kill(pid, signal.SIGTERM)
             helper.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        except (OSError, subprocess.TimeoutExpired):
             helper.kill()
             helper.wait()
-        for p in node.pods:
-            delete_netns(p)
-        delete_netns(ns)
+        finally:
+            for p in node.pods:
+                delete_netns(p)
+            delete_netns(ns)
     served = helper_ms.findall(log.read_text(errors="replace"))
     if len(served) != 2 * (n + 1):  # every request in the helper's log: none ran in-process
         raise SystemExit(f"profile: the helper served {len(served)} of {2 * (n + 1)} requests")
