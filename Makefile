@@ -5,7 +5,7 @@ export WEFT_PYTHON := $(PYTHON)
 FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: release test-release bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-operator test-operator-frozen test-e2e test-cri cnitool test-robustness test-cluster demo-cluster lint typecheck clean \
+.PHONY: release test-release test-systemd profile bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-operator test-operator-frozen test-e2e test-cri cnitool test-robustness test-cluster demo-cluster lint typecheck clean \
 	test-serve test-helper test-kernel-helper test-robustness-helper conformance-helper \
 	conformance-driver conformance conformance-reference conformance-weft conformance-table
 
@@ -35,10 +35,19 @@ test-release: release
 	$(OLDROOT) --arch amd64 -- $(PYTEST) -q tests/kernel
 	$(OLDROOT) --arch amd64 --on-host -- $(PYTEST) -q tests/kernel
 
+# install.sh from the amd64 release tarball on a node that a real systemd runs (booted as PID 1
+# of its own namespaces in the cached bullseye systemd root, tests/systemd/sdroot.py):
+# weft.socket enabled, the first pod served by the helper systemd starts (its journal), and
+# uninstall leaving nothing of weft enabled; WEFT_NO_HELPER=1 enabling nothing (root).
+test-systemd:
+	$(MAKE) --no-print-directory release RELEASE_ARCHS=amd64
+	$(PYTEST) -q tests/systemd
+
 # make install [DESTDIR=...] [PREFIX=/opt/cni] [CNI_BIN_DIR=$(PREFIX)/bin]
 #              [CNI_CONF_DIR=/etc/cni/net.d] [WEFT_LIB_DIR=$(CNI_BIN_DIR)/weft.d]
 # installs dist/weft as weft.d/, the entry point CNI_BIN_DIR/weft and 10-weft.conflist;
-# uninstall removes exactly what the install manifest lists. (install never builds, so a
+# on a node systemd runs it enables and starts weft.socket (the helper; WEFT_NO_HELPER=1: not);
+# uninstall stops and disables it, then removes exactly what the install manifest lists. (install never builds, so a
 # `sudo make install` does not run PyInstaller as root: run `make build` first.)
 DESTDIR ?=
 PREFIX ?= /opt/cni
@@ -144,6 +153,11 @@ WEFT ?= $(FROZEN)
 bench: build
 	$(PYTHON) bench/bench.py --weft $(WEFT)
 
+# One helper ADD and one helper DEL phase by phase, from outside (strace on the helper, its
+# children and the client): bench/results/profile.md (root). Timing, never a test.
+profile: build
+	$(PYTHON) bench/profile.py --weft $(WEFT)
+
 bench-quick: build
 	$(PYTHON) bench/bench.py --quick --weft $(WEFT) --out-dir /tmp/weft-bench-quick
 
@@ -177,7 +191,7 @@ test-serve: build
 test-helper: test-serve test-kernel-helper conformance-helper test-robustness-helper
 
 test: deps lint typecheck test-unit test-kernel test-frozen test-operator test-operator-frozen test-packaging \
-	conformance-table test-e2e test-cri test-robustness test-cluster test-bench test-helper test-release
+	conformance-table test-e2e test-cri test-robustness test-cluster test-bench test-helper test-release test-systemd
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache

@@ -157,3 +157,29 @@ def test_weft_quick(tmp_path: Path) -> None:
     for row in data["figures"]:
         if row["values"].get("weft") and row["values"].get("reference"):
             assert row["ratio"] is not None
+
+
+def test_profile_names_every_phase(tmp_path: Path) -> None:
+    """``profile.py -n 1``: both requests served by the helper (it checks), and the table
+    names the phases the brief asks for, read off the traces. Never timing."""
+    weft = _weft_plugin()
+    if weft is None or not os.access(weft, os.X_OK):
+        if _IN_CI:
+            pytest.fail("no weft plugin (set WEFT_PLUGIN or build dist/weft/weft)")
+        pytest.skip("no weft plugin (set WEFT_PLUGIN or build dist/weft/weft)")
+    out = tmp_path / "profile.md"
+    proc = subprocess.run([sys.executable, str(HERE / "profile.py"), "--weft", weft, "-n", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    add, delete = out.read_text().split("## DEL")
+    for phase in ("client start-up", "connect + handshake", "helper: the fork (clone)",
+                  "child: open the client's namespaces", "child: setns net (the client's)",
+                  "child: chroot", "config parse + plan", "subnet file", "lock locks/<hash>",
+                  "lock cbr0/lock", "store write cbr0/.tmp", "fsync cbr0/.tmp",
+                  "fsync .weft/.tmp", "netlink RTM_NEWLINK", "netlink RTM_NEWADDR",
+                  "netlink RTM_NEWROUTE", "sysctl write net/ipv4/conf/eth0/arp_notify",
+                  "reply: result to stdout", "reply: status to the client"):
+        assert f"| {phase}" in add or f"| child: {phase}" in add, phase
+    for phase in ("netlink RTM_DELLINK", "store remove cbr0/<ip>", "lock cbr0/lock",
+                  "reply: status to the client"):
+        assert f"| child: {phase}" in delete, phase

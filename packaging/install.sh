@@ -14,6 +14,7 @@
 #   WEFT_NO_CONF  set to 1 to install the binary only
 #   SYSTEMD_UNIT_DIR  /etc/systemd/system   where weft.socket + weft.service go (the helper)
 #   WEFT_NO_UNITS set to 1 to install no systemd units
+#   WEFT_NO_HELPER set to 1 to install the units without enabling and starting weft.socket
 #
 # A CNI_BIN_DIR under /var/lib/rancher/k3s/ must already exist and hold k3s's host-local:
 # k3s creates its bin dir itself, so a missing one means a wrong path (or no k3s), and a
@@ -190,8 +191,9 @@ install_conflist() {
 
 # >>> weft serve helper: systemd units (socket activation) -------------------------------
 # weft.socket + weft.service with the lib dir filled in, owned like the conflist (an edited
-# unit is kept and reported). Installed, not enabled: enabling the helper is the operator's
-# choice (README: `systemctl enable --now weft.socket`).
+# unit is kept and reported). On a node systemd runs, weft.socket is enabled and started, so
+# the first pod is already served by the helper; elsewhere every request runs in-process
+# (README: how to run `weft serve` under another init).
 install_units() {
     [ "${WEFT_NO_UNITS:-0}" != 1 ] || return 0
     case "$SYSTEMD_UNIT_DIR" in /*) ;; *) die "$SYSTEMD_UNIT_DIR: must be an absolute path" ;; esac
@@ -202,12 +204,37 @@ install_units() {
         install_owned_file "$_rendered" "$SYSTEMD_UNIT_DIR/$unit"
         rm -f "$_rendered"
     done
-    if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-        systemctl daemon-reload || true
-        # a running helper of the old build would refuse the new clients and exit on its
-        # own; restart it now so that the new build serves at once
-        if systemctl is-active --quiet weft.service; then systemctl restart weft.service || true; fi
+}
+
+# systemd is this machine's init and answers (a staged install configures no machine)
+systemd_runs_machine() {
+    [ -z "$DESTDIR" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null &&
+        systemctl show-environment >/dev/null 2>&1
+}
+
+# after the manifest is written: a failure here leaves a complete, uninstallable install
+start_helper() {
+    [ "${WEFT_NO_UNITS:-0}" != 1 ] || return 0
+    if ! systemd_runs_machine; then
+        [ -n "$DESTDIR" ] ||
+            echo "weft helper: off (systemd does not run this machine): each pod runs weft in-process; README: \"The helper\" says how to run \`weft serve\` under another init"
+        return 0
     fi
+    systemctl daemon-reload
+    # a running helper of the old build would refuse the new clients and exit on its own;
+    # restart it now so that the new build serves at once
+    if systemctl is-active --quiet weft.service; then systemctl restart weft.service; fi
+    if [ "${WEFT_NO_HELPER:-0}" = 1 ]; then # enables nothing, disables nothing
+        if systemctl is-enabled --quiet weft.socket; then
+            echo "weft helper: weft.socket left enabled as it was (WEFT_NO_HELPER=1 enables nothing; systemctl disable --now weft.socket weft.service turns it off)"
+        else
+            echo "weft helper: weft.socket installed, not enabled (WEFT_NO_HELPER=1): each pod runs weft in-process"
+        fi
+        return 0
+    fi
+    systemctl enable --now --quiet weft.socket ||
+        die "systemctl enable --now weft.socket failed (weft itself is installed and works in-process; WEFT_NO_HELPER=1 installs without the helper)"
+    echo "weft helper: weft.socket enabled and listening on /run/weft/weft.sock (systemd starts weft.service on the first pod; WEFT_NO_HELPER=1 turns this off)"
 }
 # <<< weft serve helper ------------------------------------------------------------------
 
@@ -230,3 +257,4 @@ install_conflist
 install_units
 install -m 644 "$new_manifest" "$manifest"
 echo "installed weft: $DESTDIR$CNI_BIN_DIR/weft -> $target"
+start_helper

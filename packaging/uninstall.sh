@@ -95,11 +95,19 @@ trap 'rm -f "$saved"' EXIT
 cp "$manifest" "$saved"
 
 # >>> weft serve helper: stop and disable it before its units go ----------------------------
+# (the same test as install.sh's: systemd is this machine's init and answers)
 helper_units_installed() {
-    [ -z "$DESTDIR" ] && grep -q '/weft\.socket$' "$saved" && [ -d /run/systemd/system ] \
-        && command -v systemctl >/dev/null
+    [ -z "$DESTDIR" ] && grep -q '/weft\.socket$' "$saved" && [ -d /run/systemd/system ] &&
+        command -v systemctl >/dev/null && systemctl show-environment >/dev/null 2>&1
 }
-if helper_units_installed; then systemctl disable --now weft.socket weft.service 2>/dev/null || true; fi
+if helper_units_installed; then
+    # the socket first: stopping the service alone would let the next pod start it again
+    systemctl disable --now --quiet weft.socket weft.service ||
+        echo "uninstall.sh: systemctl disable --now weft.socket weft.service failed" >&2
+    systemctl stop weft.socket weft.service ||
+        echo "uninstall.sh: systemctl stop weft.socket weft.service failed" >&2
+    echo "weft helper: weft.socket and weft.service stopped and disabled"
+fi
 # <<< weft serve helper ------------------------------------------------------------------
 
 remove_files_and_links

@@ -6,6 +6,8 @@
 #
 #   roots.sh base ARCH     -> prints the path of the minimal root (bullseye, minbase)
 #   roots.sh build ARCH    -> prints the path of the build root (base + build packages)
+#   roots.sh systemd ARCH  -> prints the path of a node root whose init is systemd (base +
+#                             SYSTEMD_PKGS): tests/systemd boots it as PID 1 of a pid namespace
 #
 # Packages come from the Debian mirror this machine's apt already uses, read from its apt
 # sources; no other host is contacted.
@@ -26,6 +28,8 @@ BUILD_PKGS_amd64="build-essential pkg-config libffi-dev zlib1g-dev libssl-dev li
 # The arm64 build root only runs the cross-built CPython and PyInstaller (which strips with
 # binutils and finds dependencies with ldd).
 BUILD_PKGS_arm64="binutils libffi7 zlib1g libssl1.1 libsqlite3-0"
+# A node run by systemd: what `make install` meets on most machines.
+SYSTEMD_PKGS="systemd systemd-sysv dbus"
 
 base_root() {
     local arch=$1 key dir
@@ -46,30 +50,36 @@ base_root() {
     echo "$dir"
 }
 
-build_root() {
-    local arch=$1 base key dir pkgs_var
+# derived_root ARCH NAME PACKAGES: the base root plus PACKAGES, cached under a key of both
+derived_root() {
+    local arch=$1 name=$2 pkgs=$3 base key dir
     base=$(base_root "$arch")
-    pkgs_var=BUILD_PKGS_$arch
-    key=$(key_of "$(basename "$base")" "${!pkgs_var}")
-    dir="$WEFT_RELEASE_CACHE/roots/$SUITE-$arch-build-$key"
+    key=$(key_of "$(basename "$base")" "$pkgs")
+    dir="$WEFT_RELEASE_CACHE/roots/$SUITE-$arch-$name-$key"
     if [ ! -e "$dir/.complete" ]; then
         rm -rf "$dir" "$dir.tmp"
-        log "build root $SUITE $arch -> $dir"
+        log "$name root $SUITE $arch -> $dir"
         cp -a "$base" "$dir.tmp"
         rm -f "$dir.tmp/.complete"
-        case "${!pkgs_var}" in *:arm64*) in_root "$dir.tmp" dpkg --add-architecture arm64 ;; esac
+        case "$pkgs" in *:arm64*) in_root "$dir.tmp" dpkg --add-architecture arm64 ;; esac
         # shellcheck disable=SC2086
         in_root "$dir.tmp" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq --no-install-recommends ${!pkgs_var//$'\n'/ } && apt-get clean" \
-            >"$dir.log" 2>&1 || { tail -20 "$dir.log" >&2; die "apt in $arch build root failed"; }
+            apt-get install -y -qq --no-install-recommends ${pkgs//$'\n'/ } && apt-get clean" \
+            >"$dir.log" 2>&1 || { tail -20 "$dir.log" >&2; die "apt in $arch $name root failed"; }
         touch "$dir.tmp/.complete"
         mv "$dir.tmp" "$dir"
     fi
     echo "$dir"
 }
 
+build_root() {
+    local pkgs_var=BUILD_PKGS_$1
+    derived_root "$1" build "${!pkgs_var}"
+}
+
 case "${1:-}" in
 base) base_root "$2" ;;
 build) build_root "$2" ;;
-*) die "usage: roots.sh base|build ARCH" ;;
+systemd) derived_root "$2" systemd "$SYSTEMD_PKGS" ;;
+*) die "usage: roots.sh base|build|systemd ARCH" ;;
 esac
