@@ -91,3 +91,50 @@ def test_describe_skips_a_gateway_at_the_start_unless_it_is_the_only_address() -
         "10.9.0.2-10.9.0.254")
     one = Range("10.9.0.0/24", range_start="10.9.0.7", range_end="10.9.0.7", gateway="10.9.0.7")
     assert one.describe() == "10.9.0.7-10.9.0.7"
+
+
+def test_range_and_range_set_refusals_word_for_word() -> None:
+    def refused(*args: object) -> tuple[str, str]:
+        with pytest.raises(InvalidConfig) as ei:
+            Range(*args)  # type: ignore[arg-type]
+        return ei.value.msg, ei.value.details
+
+    assert refused("x") == ("invalid subnet", "'x' is not a CIDR network")
+    assert refused("10.0.0.0/31") == (
+        "invalid subnet", "network 10.0.0.0/31 too small to allocate from")
+    assert refused("10.0.0.1/24") == (
+        "invalid subnet", "'10.0.0.1/24': 10.0.0.1/24 has host bits set")
+    assert refused("10.0.0.0/24", "10.0.0.50", "10.0.0.40") == (
+        "invalid range", "rangeStart 10.0.0.50 is after rangeEnd 10.0.0.40")
+    assert refused("10.0.0.0/24", "10.1.0.5") == (
+        "invalid rangeStart", "10.1.0.5 not in network 10.0.0.0/24")
+    assert refused("10.0.0.0/24", None, "10.1.0.5") == (
+        "invalid rangeEnd", "10.1.0.5 not in network 10.0.0.0/24")
+    assert refused("10.0.0.0/24", None, None, "10.1.0.1") == (
+        "invalid gateway", "10.1.0.1 not in network 10.0.0.0/24")
+    assert refused("10.0.0.0/24", "x") == ("invalid rangeStart", "'x' is not an IP address")
+
+    def set_refused(ranges: list[object]) -> tuple[str, str]:
+        with pytest.raises(InvalidConfig) as ei:
+            RangeSet(ranges)  # type: ignore[arg-type]
+        return ei.value.msg, ei.value.details
+
+    assert set_refused([]) == ("invalid range set", "no ranges given")
+    assert set_refused(["x"]) == ("invalid range set", "'x' is not a Range")
+    assert set_refused([Range("10.0.0.0/24"), Range("2001:db8::/64")]) == (
+        "invalid range set",
+        "mixed address families: 10.0.0.2-10.0.0.254 and 2001:db8::2-2001:db8::ffff:ffff:ffff:ffff")
+    assert set_refused([Range("10.0.0.0/24"), Range("10.0.0.0/25")]) == (
+        "invalid range set", "range 10.0.0.2-10.0.0.126 overlaps range 10.0.0.2-10.0.0.254")
+
+
+def test_canonicalize_keeps_every_field_and_range_set_repr_hash() -> None:
+    r = Range.canonicalize("10.0.0.0/24", "10.0.0.10", "10.0.0.20", "10.0.0.9")
+    assert (str(r.range_start), str(r.range_end), str(r.gateway)) == (
+        "10.0.0.10", "10.0.0.20", "10.0.0.9")
+    rs = RangeSet([Range("10.0.0.0/30")])
+    assert repr(rs) == ("RangeSet([Range(subnet='10.0.0.0/30', range_start='10.0.0.1', "
+                        "range_end='10.0.0.2', gateway='10.0.0.1')])")
+    assert hash(rs) == hash(RangeSet([Range("10.0.0.0/30")])) and len({rs, RangeSet(
+        [Range("10.0.0.0/30")])}) == 1
+    assert hash(rs) != hash(RangeSet([Range("10.0.1.0/30")]))
