@@ -9,7 +9,7 @@ import contextlib
 
 from cni.check import Expected, Observed
 from cni.netlink import Exists, KernelRoute, Link, Netlink, NotFound
-from cni.plan import AddPlan
+from cni.plan import AddPlan, bridge_address_conflicts
 from cnispec.errors import InvalidConfig, InvalidEnv, NetlinkFailure
 from cnispec.ip import IPInterface
 
@@ -42,9 +42,11 @@ def ensure_bridge(nl: Netlink, name: str, mtu: int | None, promisc: bool) -> Lin
 def ensure_bridge_addresses(
     nl: Netlink, bridge: Link, wanted: tuple[IPInterface, ...], force: bool
 ) -> list[IPInterface]:
-    """Put the gateway address(es) on the bridge. Another address of the same family (a
-    stale one after the node's subnet changed) is replaced with ``forceAddress`` and is an
-    error without it, as in the reference bridge plugin. Returns the addresses replaced."""
+    """Put the gateway address(es) on the bridge. An address in the way of one
+    (``plan.bridge_address_conflicts``: another IPv4 address, e.g. a stale one after the
+    node's subnet changed, or an overlapping IPv6 one) is replaced with ``forceAddress``
+    and is an error without it, as in the reference bridge plugin. Returns the addresses
+    replaced."""
     moved: list[IPInterface] = []
     if not wanted:
         return moved
@@ -53,7 +55,7 @@ def ensure_bridge_addresses(
         if want in present:
             continue
         for have in present:
-            if have.version != want.version or have.ip.is_link_local or have in wanted:
+            if have in wanted or have in moved or not bridge_address_conflicts(have, want):
                 continue
             if not force:
                 raise InvalidConfig(
@@ -129,12 +131,15 @@ def observe(host: Netlink, pod: Netlink, exp: Expected) -> Observed:
     pod_link = pod.link_get(exp.ifname)
     addrs: frozenset[IPInterface] = frozenset()
     routes: tuple[KernelRoute, ...] = ()
+    veth: Link | None = None
     if pod_link is not None:
         addrs = frozenset(a.address for a in pod.addrs(pod_link.ifindex))
         routes = tuple(r for v in exp.route_versions for r in pod.routes(v))
+        if pod_link.peer:  # the host end, by the pod end's peer index (not by name)
+            veth = host.link_by_index(pod_link.peer)
     return Observed(
         bridge=host.link_get(exp.bridge),
-        host_veth=host.link_get(exp.host_veth),
+        host_veth=veth,
         pod_link=pod_link,
         pod_addrs=addrs,
         pod_routes=routes,

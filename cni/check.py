@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
-from cni.plan import host_veth_name
 from cnispec.errors import InvalidConfig
 
 if TYPE_CHECKING:
@@ -22,7 +21,6 @@ class Expected(NamedTuple):
     ifname: str
     netns: str
     bridge: str
-    host_veth: str
     hairpin: bool
     mtu: int | None
     ip_masq: bool
@@ -44,7 +42,6 @@ def plan_check(conf: NetConf, container_id: str, ifname: str, netns: str) -> Exp
         ifname,
         netns,
         conf.bridge,
-        host_veth_name(container_id, ifname),  # as ADD named it; a record is never trusted
         conf.hairpin_mode,
         conf.mtu,
         conf.ip_masq,
@@ -54,7 +51,9 @@ def plan_check(conf: NetConf, container_id: str, ifname: str, netns: str) -> Exp
 
 class Observed(NamedTuple):
     """What is there. Kernel fields come from ``cni.bridge.observe``; addresses and routes
-    are the pod interface's (empty when it is missing)."""
+    are the pod interface's (empty when it is missing). The host veth is the link the pod
+    interface names as its peer, whatever it is called: that is how the reference finds it,
+    so a pod either plugin made is checked alike."""
 
     bridge: Link | None = None
     host_veth: Link | None = None
@@ -113,19 +112,8 @@ def drifts(exp: Expected, obs: Observed) -> list[Drift]:
             out.append(Drift(f"interface {ifname} MTU is {pod.mtu}, want {exp.mtu}"))
         if not pod.up:
             out.append(Drift(f"interface {ifname} is down"))
-    # Only our own host veth: later plugins of a chain add interfaces of their own
-    # (bandwidth's ifb device) to the result, and those are theirs to check.
-    if not any(i.name == exp.host_veth for i in prev.interfaces):
-        out.append(Drift(f"prevResult does not list the host veth {exp.host_veth}"))
-    veth = obs.host_veth
-    if veth is None:
-        out.append(Drift(f"host veth {exp.host_veth} not found"))
-    else:
-        if obs.bridge is None or veth.master != obs.bridge.ifindex:
-            out.append(Drift(f"host veth {exp.host_veth} is not attached to {exp.bridge}"))
-        if exp.hairpin and not veth.hairpin:
-            out.append(Drift(f"host veth {exp.host_veth} has hairpin mode off"))
     if pod is not None:
+        out += _host_veth_drifts(exp, obs, pod)
         out += [
             Drift(f"address {ip.address} not found on {ifname}")
             for ip in prev.ips
@@ -138,4 +126,20 @@ def drifts(exp: Expected, obs: Observed) -> list[Drift]:
     if exp.ip_masq:
         for version in sorted({ip.address.version for ip in prev.ips} - obs.masq):
             out.append(Drift(f"masquerade rule for {exp.container_id} (IPv{version}) not found"))
+    return out
+
+
+def _host_veth_drifts(exp: Expected, obs: Observed, pod: Link) -> list[Drift]:
+    veth = obs.host_veth
+    if veth is None or veth.kind != "veth" or veth.peer != pod.ifindex:
+        return [Drift(f"host veth of {exp.ifname} not found", f"no veth is the peer of {pod.name}")]
+    out: list[Drift] = []
+    # Only this one host interface: later plugins of a chain add interfaces of their own
+    # (bandwidth's ifb device) to the result, and those are theirs to check.
+    if not any(i.name == veth.name and not i.sandbox for i in exp.prev.interfaces):
+        out.append(Drift(f"prevResult does not list the host veth {veth.name}"))
+    if obs.bridge is None or veth.master != obs.bridge.ifindex:
+        out.append(Drift(f"host veth {veth.name} is not attached to {exp.bridge}"))
+    if exp.hairpin and not veth.hairpin:
+        out.append(Drift(f"host veth {veth.name} has hairpin mode off"))
     return out

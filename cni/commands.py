@@ -14,20 +14,32 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any, NamedTuple
 
 from cni import bridge, check, sysctl
-from cni.config import NetConf, config_warnings, parse_netconf, shape_reason, subnet_file_path
+from cni.config import (
+    NetConf,
+    assign_requested,
+    config_warnings,
+    parse_netconf,
+    requested_ips,
+    shape_reason,
+    subnet_file_path,
+)
 from cni.dispatch import Request
 from cni.log import Log
 from cni.netlink import Netlink
-from cni.netns import NetnsGone, entered, open_netns
+from cni.netns import NetnsGone, entered, identity_at, identity_of_fd, open_netns
 from cni.plan import (
+    NETNS_GONE,
+    NETNS_OTHER,
     Teardown,
     attachment_record,
     build_result,
     is_stale,
+    netns_state,
+    orphan_records,
     plan_add,
     plan_gc,
     plan_teardown,
@@ -36,6 +48,7 @@ from cni.spec import pod_ref
 from cnispec.errors import (
     CheckFailed,
     CNIError,
+    DuplicateAllocation,
     InvalidConfig,
     IOFailure,
     NotAvailable,
@@ -44,14 +57,14 @@ from cnispec.errors import (
     os_error,
     os_errors,
 )
-from cnispec.ip import IPInterface
+from cnispec.ip import IPAddress, IPInterface
 from ipam.allocator import Allocation, Allocator, refuse_duplicate
 from ipam.attachments import Attachment, AttachmentStore, attachment_key
 from ipam.disk import DiskStore
-from ipam.lock import FileLock, attachment_lock, attachment_lock_keys
+from ipam.lock import FileLock, attachment_lock, attachment_lock_keys, network_lock
 from ipam.ranges import RangeSet
 from ipam.store import Reservation
-from ipam.subnetfile import SubnetFile, parse_subnet_file
+from ipam.subnetfile import SubnetFile, SubnetFileIncomplete, parse_subnet_file
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
@@ -77,7 +90,7 @@ def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
         return None
     try:
         return parse_subnet_file(text, path)
-    except InvalidConfig:
+    except (InvalidConfig, SubnetFileIncomplete):
         if required:
             raise
         return None
@@ -117,7 +130,7 @@ class Network(NamedTuple):
 
     def lock(self) -> FileLock:
         """The network lock (host-local's ``lock`` file): around store work only."""
-        return FileLock(self.store.lock_path, self.conf.lock_timeout)
+        return network_lock(self.store.lock_path, self.conf.lock_timeout)
 
     def attachment_lock(self, cid: str, ifname: str) -> FileLock:
         """The lock of one attachment: held for a whole command on it."""
@@ -188,35 +201,145 @@ def _record_of(net: Network, r: Reservation) -> Attachment | None:
     return net.records.get(r.container_id, r.ifname) if r.ifname else None
 
 
-def reclaim_if_stale(
-    net: Network, current_boot: str, r: Reservation, own: tuple[str, str], log: Log
-) -> bool:
-    """Tear down the attachment holding ``r`` if it is stale (``plan.is_stale``). Runs
-    under the network lock, so it only *tries* the attachment's lock (``ipam.lock``'s
-    order): a busy attachment is being worked on, not stale. ``own`` is the attachment
-    whose lock the caller holds already. Its kernel half runs under the network lock too:
-    reclaim is rare (a reboot's leftovers, a full range) and finds little in the kernel."""
-    key = (r.container_id, r.ifname)
-    record = _record_of(net, r)
-    if record is None or not is_stale(record, os.path.exists):
-        return False
-    with ExitStack() as held:
-        if key != own:
-            lock = net.attachment_lock(*key)
-            if not lock.try_acquire():
-                return False
-            held.callback(lock.remove)
-        t = plan_teardown_of(net, r.container_id, r.ifname, "")
-        if t is not None:
-            apply_teardown_kernel(net, t)
-            apply_teardown_store(net, t)
-    pod = f" (pod {record.pod_namespace}/{record.pod_name})" if record.pod_name else ""
-    boot = "this boot" if record.boot_id == current_boot else "an earlier boot"
-    log.warning(
-        f"reclaimed {r.ip} from {r.container_id}/{r.ifname}{pod}: its netns "
-        f"{record.netns or '(none recorded)'} (recorded in {boot}) is gone, so no pod can use it"
+Key = tuple[str, str]  # (container id, ifname)
+
+
+class Collected(NamedTuple):
+    released: list[Teardown]
+    busy: list[Key]  # a command on it was running: left for next time
+    failed: list[tuple[Teardown, str]]  # its kernel half could not be removed: kept
+
+
+def _no_checkpoint(_: str) -> None:
+    return None
+
+
+def collect(
+    net: Network,
+    decide: Callable[[], list[Key]],
+    *,
+    keep: frozenset[Key] = frozenset(),
+    own: Key | None = None,
+    network_held: bool = False,
+    checkpoint: Callable[[str], None] = _no_checkpoint,
+) -> Collected:
+    """The one teardown path of CNI GC, ``weft gc`` and ADD's reclaim, in ``ipam.lock``'s
+    order. Under the network lock: ``decide`` names the attachments to tear down; the
+    records whose reservations are gone (``plan.orphan_records``) join them unless in
+    ``keep``; each one's lock is only *tried* (a busy one is in the middle of a command and
+    is skipped); lock files of attachments that no longer exist are removed. Then the
+    kernel half, outside the network lock; then the store half under it again, each torn
+    down attachment's lock file last. ``own``: the attachment whose lock the caller holds
+    already. ``network_held``: the caller holds the network lock throughout (reclaim, in
+    the middle of an allocation: rare, and it finds little in the kernel)."""
+    network: Callable[[], AbstractContextManager[object]] = (
+        nullcontext if network_held else net.lock
     )
-    return True
+    busy: list[Key] = []
+    with ExitStack() as claimed:
+        with network():
+            keys = decide()
+            records = net.records.all()
+            reservations = net.store.reservations()
+            orphans = orphan_records(records, reservations, net.store.has_file)
+            keys += [k for k in orphans if k not in keys and k not in keep]
+            todo: list[tuple[FileLock | None, Teardown]] = []
+            for cid, ifname in keys:
+                lock = None
+                if (cid, ifname) != own:
+                    lock = net.attachment_lock(cid, ifname)
+                    if not lock.try_acquire():
+                        busy.append((cid, ifname))
+                        continue
+                    claimed.callback(lock.release)
+                t = plan_teardown_of(net, cid, ifname, "")
+                if t is not None:
+                    todo.append((lock, t))
+                elif lock is not None:  # nothing of it is left but its lock file
+                    lock.remove()
+            _remove_orphan_locks(net, records, reservations)
+        checkpoint("gc-claimed")
+        # no netns: a recorded attachment goes by its host veth, and for a foreign
+        # (host-local) reservation there is no netns to look in
+        done: list[tuple[FileLock | None, Teardown]] = []
+        failed: list[tuple[Teardown, str]] = []
+        for lock, t in todo:
+            try:
+                apply_teardown_kernel(net, t)
+                done.append((lock, t))
+            except CNIError as e:
+                failed.append((t, str(e)))
+        with network():
+            for lock, t in done:
+                apply_teardown_store(net, t)
+                if lock is not None:
+                    lock.remove()
+    return Collected([t for _, t in done], busy, failed)
+
+
+def _remove_orphan_locks(
+    net: Network, records: list[Attachment], reservations: list[Reservation]
+) -> None:
+    """Lock files of attachments that no longer exist (a DEL that died, a failed ADD the
+    runtime never DELs, a CHECK of a pod the reference then deleted): removed if nobody
+    holds them (network lock held). The ones being torn down are held, so skipped here."""
+    live = {attachment_key(a.container_id, a.ifname) for a in records}
+    live |= {attachment_key(r.container_id, r.ifname) for r in reservations if r.ifname}
+    for key in attachment_lock_keys(net.store.dir):
+        if key in live:
+            continue
+        lock = attachment_lock(net.store.dir, key, 0)
+        if lock.try_acquire():
+            lock.remove()
+
+
+class Reclaimer:
+    """ADD's reclaim, as the allocator asks for it (one reservation at a time): the first
+    question tears down every stale attachment at once through ``collect``; the rest are
+    answered from that. The caller holds the network lock and ``own``'s lock."""
+
+    def __init__(self, net: Network, current_boot: str, own: Key, log: Log) -> None:
+        self.net, self.current_boot, self.own, self.log = net, current_boot, own, log
+        self.freed: set[Key] | None = None
+
+    def __call__(self, r: Reservation) -> bool:
+        if self.freed is None:
+            self.freed = self.reclaim(None)
+        return (r.container_id, r.ifname) in self.freed
+
+    def reclaim(self, only: Key | None) -> set[Key]:
+        """Tear down the stale attachments (``plan.is_stale``) holding reservations, or
+        only ``only``'s if given; the keys released."""
+        net = self.net
+        stale: dict[Key, Attachment] = {}
+
+        def decide() -> list[Key]:
+            for r in net.store.reservations():
+                key = (r.container_id, r.ifname)
+                if key in stale or (only is not None and key != only):
+                    continue
+                record = _record_of(net, r)
+                if record is not None and is_stale(record, identity_at):
+                    stale[key] = record
+            return list(stale)
+
+        done = collect(net, decide, own=self.own, network_held=True)
+        for t, why in done.failed:  # left as it is; the other stale ones may make room
+            self.log.warning(f"could not reclaim {t.container_id}/{t.ifname}: {why}")
+        freed = {(t.container_id, t.ifname) for t in done.released}
+        for key in freed & stale.keys():
+            record = stale[key]
+            pod = f" (pod {record.pod_namespace}/{record.pod_name})" if record.pod_name else ""
+            boot = "this boot" if record.boot_id == self.current_boot else "an earlier boot"
+            ips = ", ".join(str(ip.ip) for ip in record.ips)
+            now = netns_state(record, identity_at(record.netns)) if record.netns else NETNS_GONE
+            what = "names another namespace now" if now == NETNS_OTHER else "is gone"
+            self.log.warning(
+                f"reclaimed {ips} from {key[0]}/{key[1]}{pod}: its netns "
+                f"{record.netns or '(none recorded)'} (recorded in {boot}) {what}, so no "
+                "pod can use it"
+            )
+        return freed
 
 
 def holdings(net: Network, rs: RangeSet) -> tuple[int, int, int]:
@@ -230,7 +353,7 @@ def holdings(net: Network, rs: RangeSet) -> tuple[int, int, int]:
         held += 1
         record = _record_of(net, r)
         unjudgeable += record is None
-        stale += record is not None and is_stale(record, os.path.exists)
+        stale += record is not None and is_stale(record, identity_at)
     return held, stale, unjudgeable
 
 
@@ -251,6 +374,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
             "invalid network configuration: ipam",
             f"no IP ranges configured; read as the {shape_reason(req.conf)}",
         )
+    requested = requested_ips(req.conf, env.args)
     net = Network.of(conf)
     cid, ifname = env.container_id, env.ifname
     with ExitStack() as held, ExitStack() as undo:
@@ -263,13 +387,16 @@ def cmd_add(req: Request) -> dict[str, Any]:
         pod = held.enter_context(open_pod_netlink(pod_fd, env.netns))
         current_boot = boot_id()
         with net.lock(), ExitStack() as store_undo:  # the store, and the bridge it serves
-            _refuse_duplicate(net, cid, ifname, current_boot, req.log)
-            allocs = _allocate(net, cid, ifname, current_boot, store_undo, req.log)
+            reclaimer = Reclaimer(net, current_boot, (cid, ifname), req.log)
+            _refuse_duplicate(net, cid, ifname, reclaimer)
+            allocs = _allocate(net, cid, ifname, reclaimer, store_undo, requested)
             plan = plan_add(conf, cid, ifname, allocs)
             k8s = pod_ref(env.args)
-            net.records.put(attachment_record(plan, cid, env.netns, current_boot, k8s))
+            netns_id = identity_of_fd(pod_fd)
+            net.records.put(attachment_record(plan, cid, env.netns, current_boot, k8s, netns_id))
             store_undo.callback(net.records.delete, cid, ifname)
             br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
+            _own_routes(plan.bridge, req.log)
             moved = bridge.ensure_bridge_addresses(
                 host, br, plan.bridge_addresses, plan.force_address
             )
@@ -280,6 +407,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         req.checkpoint("reserved")
         veth = bridge.create_veth(host, pod, plan, pod_fd, br)
         undo.callback(bridge.delete_link, host, plan.host_veth)
+        _own_routes(plan.host_veth, req.log)
         req.checkpoint("veth")
         versions = plan.versions
         with entered(pod_fd, env.netns):
@@ -313,31 +441,43 @@ def _undo_store(net: Network, req: Request, pending: ExitStack) -> None:
         req.log.warning(f"undo left the reservation and record for DEL to release: {e}")
 
 
-def _refuse_duplicate(net: Network, cid: str, ifname: str, current_boot: str, log: Log) -> None:
+def _refuse_duplicate(net: Network, cid: str, ifname: str, reclaimer: Reclaimer) -> None:
     """(cid, ifname) must hold nothing yet — leftovers from before a reboot are reclaimed
     first. Checked before any undo exists: a refused ADD must not free a live address."""
     held = net.store.get_by_id(cid, ifname)
-    own = (cid, ifname)
-    if held and reclaim_if_stale(net, current_boot, Reservation(held[0], cid, ifname), own, log):
+    if held and (cid, ifname) in reclaimer.reclaim((cid, ifname)):
         held = net.store.get_by_id(cid, ifname)
     refuse_duplicate(held, cid, ifname)
 
 
 def _allocate(
-    net: Network, cid: str, ifname: str, current_boot: str, undo: ExitStack, log: Log
+    net: Network,
+    cid: str,
+    ifname: str,
+    reclaimer: Reclaimer,
+    undo: ExitStack,
+    requested: tuple[IPAddress, ...],
 ) -> list[Allocation]:
+    """One address per range set: the one requested for it (``IP=`` in CNI_ARGS, the
+    ``ips`` capability), else the next free one; errors worded as host-local's."""
     allocs: list[Allocation] = []
-    own = (cid, ifname)
+    wanted, unplaced = assign_requested(net.conf.ipam.range_sets, requested)
     for i, rs in enumerate(net.conf.ipam.range_sets):
         try:
-            got = Allocator(rs, net.store, str(i)).get(
-                cid, ifname, reclaim=lambda r: reclaim_if_stale(net, current_boot, r, own, log)
-            )
+            got = Allocator(rs, net.store, str(i)).get(cid, ifname, wanted[i], reclaim=reclaimer)
         except RangeExhausted as e:
             raise RangeExhausted(e.msg, exhaustion_details(net, rs)) from None
+        except (InvalidConfig, DuplicateAllocation) as e:  # the address requested for rs
+            raise type(e)(f"failed to allocate for range {i}: {e.msg}", e.details) from None
         allocs.append(got)
         if len(allocs) == 1:  # (cid, ifname) held nothing before (checked by the caller)
             undo.callback(net.store.release_by_id, cid, ifname)
+    if unplaced:
+        raise InvalidConfig(
+            "failed to allocate all requested IPs: " + " ".join(str(ip) for ip in unplaced),
+            "no range set holds them: "
+            + ", ".join(rs.describe() for rs in net.conf.ipam.range_sets),
+        )
     return allocs
 
 
@@ -348,6 +488,16 @@ def _pod_sysctls(ifname: str, versions: frozenset[int]) -> None:
         sysctl.write(f"net/ipv4/conf/{ifname}/arp_notify", "1")
     if 6 in versions:
         sysctl.write(f"net/ipv6/conf/{ifname}/accept_dad", "0")
+
+
+def _own_routes(ifname: str, log: Log) -> None:
+    """accept_ra=0 on a node-side interface weft made: weft owns its routes, a router
+    advertisement on the pod network must not add any (as the reference does, even for
+    IPv4-only pods). Best effort, as there: a node without IPv6 has no such sysctl."""
+    try:
+        sysctl.ensure(f"net/ipv6/conf/{ifname}/accept_ra", "0")
+    except CNIError as e:
+        log.info(f"accept_ra of {ifname} left as it is: {e}")
 
 
 def _forwarding(versions: frozenset[int]) -> None:
@@ -406,8 +556,11 @@ def cmd_check(req: Request) -> None:
         alock = held.enter_context(net.attachment_lock(env.container_id, env.ifname))
         with net.lock():
             reserved = frozenset(net.store.get_by_id(env.container_id, env.ifname))
-            if not reserved and net.records.get(env.container_id, env.ifname) is None:
-                alock.remove()  # nothing to check: leave no lock file for what does not exist
+            ours = net.records.get(env.container_id, env.ifname) is not None
+        if not ours:
+            # weft did not make this attachment (the reference did, or nobody): a lock file
+            # left now would outlive it, as nothing of weft's deletes it
+            held.callback(alock.remove)
         with Netlink.open() as host, open_pod_netlink(pod_fd, env.netns) as pod:
             seen = bridge.observe(host, pod, exp)
         masq_present: frozenset[int] = frozenset()
@@ -415,7 +568,9 @@ def cmd_check(req: Request) -> None:
             from cni import masq
 
             masq_present = frozenset(
-                v for v in (4, 6) if masq.present(conf.name, env.container_id, v)
+                ip.address.version
+                for ip in exp.prev.ips
+                if masq.present(conf.name, env.container_id, ip.address)
             )
     found = check.drifts(exp, seen._replace(reserved=reserved, masq=masq_present))
     if found:
@@ -454,61 +609,24 @@ def cmd_gc(req: Request) -> None:
     net = Network.of(conf)
     if not net.store.exists():
         return None
-    errors: list[str] = []
-    with ExitStack() as claimed:
-        # under the network lock: decide, and win the lock of each attachment to collect
-        # (trying only: a busy one is in the middle of a command and is left for next time)
-        with net.lock():
-            records = net.records.all()
-            reservations = net.store.reservations()
-            gc = plan_gc(set(conf.valid_attachments), reservations, records)
-            for ip in gc.release_legacy:
-                net.store.release(ip)
-            todo: list[tuple[FileLock, Teardown]] = []
-            for cid, ifname in gc.teardown:
-                lock = net.attachment_lock(cid, ifname)
-                if not lock.try_acquire():
-                    req.log.info(f"GC skipped {cid}/{ifname}: a command on it is running")
-                    continue
-                claimed.callback(lock.release)
-                t = plan_teardown_of(net, cid, ifname, "")
-                if t is not None:
-                    todo.append((lock, t))
-            _remove_orphan_locks(net, records, reservations)
-        req.checkpoint("gc-claimed")
-        # the kernel, outside the network lock; no netns: a recorded attachment goes by its
-        # host veth, and for a foreign (host-local) reservation GC has no netns to look in
-        done: list[tuple[FileLock, Teardown]] = []
-        for lock, t in todo:
-            try:
-                apply_teardown_kernel(net, t)
-                done.append((lock, t))
-            except CNIError as e:
-                errors.append(f"{t.container_id}/{t.ifname}: {e}")
-        with net.lock():
-            for lock, t in done:
-                apply_teardown_store(net, t)
-                lock.remove()
-                req.log.info(f"GC released {t.container_id}/{t.ifname}")
-        net.report_problems(req)
-    if errors:
-        raise IOFailure("GC could not release every stale attachment", "; ".join(errors))
+    valid = frozenset(conf.valid_attachments)
+
+    def decide() -> list[Key]:
+        gc = plan_gc(set(valid), net.store.reservations(), net.records.all())
+        for ip in gc.release_legacy:
+            net.store.release(ip)
+        return list(gc.teardown)
+
+    done = collect(net, decide, keep=valid, checkpoint=req.checkpoint)
+    for cid, ifname in done.busy:
+        req.log.info(f"GC skipped {cid}/{ifname}: a command on it is running")
+    for t in done.released:
+        req.log.info(f"GC released {t.container_id}/{t.ifname}")
+    net.report_problems(req)
+    if done.failed:
+        errors = "; ".join(f"{t.container_id}/{t.ifname}: {e}" for t, e in done.failed)
+        raise IOFailure("GC could not release every stale attachment", errors)
     return None
-
-
-def _remove_orphan_locks(
-    net: Network, records: list[Attachment], reservations: list[Reservation]
-) -> None:
-    """Lock files of attachments that no longer exist (a DEL that died, a failed ADD the
-    runtime never DELs): removed if nobody holds them (network lock held)."""
-    live = {attachment_key(a.container_id, a.ifname) for a in records}
-    live |= {attachment_key(r.container_id, r.ifname) for r in reservations if r.ifname}
-    for key in attachment_lock_keys(net.store.dir):
-        if key in live:
-            continue
-        lock = attachment_lock(net.store.dir, key, 0)
-        if lock.try_acquire():
-            lock.remove()
 
 
 HANDLERS = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc}

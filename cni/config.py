@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from cni.spec import check_version
 from cni.types import DNS, Result, Route, result_from_dict
-from cnispec.errors import InvalidConfig
+from cnispec.errors import InvalidConfig, InvalidEnv
 from cnispec.ip import IPAddress, IPNetwork
 from cnispec.rules import id_problem, interface_name_problem, mtu_problem
 from ipam.ranges import Range, RangeSet
@@ -338,6 +338,59 @@ def parse_netconf(obj: dict[str, Any], subnet: SubnetFile | None) -> NetConf:
         valid_attachments=_valid_attachments(obj),
         lock_timeout=float(lock_timeout),
     )
+
+
+# ---- addresses the runtime asks for -----------------------------------------------------------
+def requested_ips(obj: dict[str, Any], cni_args: dict[str, str]) -> tuple[IPAddress, ...]:
+    """The addresses an ADD is asked for, as host-local reads them: ``IP=<addr>`` in
+    CNI_ARGS first, then the ``ips`` capability (``runtimeConfig.ips``: addresses, or
+    addresses with a prefix); each once. Read for ADD only: DEL and GC never depend on
+    them. A value that is not an address is refused (CNI_ARGS: code 4, config: 7)."""
+    out: list[IPAddress] = []
+    env_ip = cni_args.get("IP")
+    if env_ip is not None:
+        try:
+            if "%" in env_ip:  # a zone: never an address a pod is given
+                raise ValueError
+            out.append(ipaddress.ip_address(env_ip))
+        except ValueError:
+            raise InvalidEnv(
+                "invalid CNI_ARGS", f"IP={env_ip[:100]!r}: cannot understand ip"
+            ) from None
+    runtime = obj.get("runtimeConfig")
+    raw = runtime.get("ips") if isinstance(runtime, dict) else None
+    if raw is not None:
+        if not isinstance(raw, list):
+            raise InvalidConfig(
+                "invalid network configuration: runtimeConfig.ips", "expected array"
+            )
+        for i, value in enumerate(raw):
+            try:
+                if not isinstance(value, str) or "%" in value:
+                    raise ValueError
+                out.append(ipaddress.ip_interface(value).ip)
+            except ValueError:
+                raise InvalidConfig(
+                    f"invalid network configuration: runtimeConfig.ips[{i}]",
+                    f"{str(value)[:100]!r}: cannot understand ip",
+                ) from None
+    return tuple(dict.fromkeys(out))
+
+
+def assign_requested(
+    range_sets: tuple[RangeSet, ...], requested: tuple[IPAddress, ...]
+) -> tuple[tuple[IPAddress | None, ...], tuple[IPAddress, ...]]:
+    """Each range set's requested address (the first one it holds, None for none) and the
+    requested addresses no range set takes, which host-local refuses ("failed to allocate
+    all requested IPs")."""
+    left = list(requested)
+    per_set: list[IPAddress | None] = []
+    for rs in range_sets:
+        mine = next((ip for ip in left if rs.contains(ip) is not None), None)
+        if mine is not None:
+            left.remove(mine)
+        per_set.append(mine)
+    return tuple(per_set), tuple(left)
 
 
 # ---- config mistakes: warnings, never errors -----------------------------------------------

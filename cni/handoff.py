@@ -1,54 +1,29 @@
 """The exec path's first step: hand the request to a running ``weft serve`` helper.
 
-Boundary module, imported before anything heavy: only builtin modules (``_socket``,
-``struct``, ``os``, ``sys``), so that a node without a helper pays one failed ``connect()``
-and a node with one pays no Python imports beyond what the interpreter has already loaded.
+Boundary module, imported before anything heavy: like ``cni.helperproto`` (the protocol,
+described there), it imports only modules without Python source and ``os``/``sys``/``time``
+(loaded by the interpreter's start-up), so that a node without a helper pays one failed
+``connect()`` and a node with one pays no Python imports beyond what the interpreter has
+already loaded.
 
-Protocol (one unix stream connection per request; integers in network order):
-
-  client -> helper  ``REQUEST`` header, then identity, cwd, environment (``k=v\\0`` ...) and
-                    stdin bytes; the first byte carries, as SCM_RIGHTS, stdout, stderr, the
-                    client's own network namespace and, when CNI_NETNS could be opened, it
-  helper -> client  ``A`` accepted (anything else, or a closed connection: run in-process)
-  client -> helper  ``G`` go: from here on the request is the helper's and is never run here
-  helper -> client  ``X`` + exit code, or ``S`` + signal number (the request's process was
-                    killed by that signal, and so is this one)
-
-The two-step accept keeps "never run a request twice" even when the client gives up waiting
-for the ``A``: a helper child that never receives the ``G`` runs nothing.
+Everything before the ``G`` is bounded by one deadline (``ACCEPT_TIMEOUT``): past it, or on
+any failure before the ``G``, the request runs in-process, and since no descriptor was sent
+yet, nothing of this process outlives it. After the ``G`` a broken connection is CNI error
+11: the helper may have done part of the work.
 """
-
-from __future__ import annotations
 
 import _socket
 import os
-import struct
 import sys
+import time
 
-DEFAULT_SOCKET = "/run/weft/weft.sock"
-SOCKET_ENV = "WEFT_SOCKET"
+from cni import helperproto as proto
+
 FALLBACK_LOG_ENV = "WEFT_FALLBACK_LOG"
-DISABLED = "off"
-
-MAGIC = b"WFT1"
-# magic, flags, CNI_NETNS open errno, umask, identity length, cwd length, env length,
-# stdin length
-REQUEST = struct.Struct("!4sHiHHHII")
-FLAG_POD_NETNS = 1
-REPLY = struct.Struct("!ci")  # tag, value (exit code, signal number, or 0)
-ACCEPTED, REFUSED, GO, EXITED, SIGNALED = b"A", b"R", b"G", b"X", b"S"
-
-MAX_IDENTITY = 256
-MAX_CWD = 4096
-MAX_ENV = 256 * 1024
-# jsondecode.MAX_BYTES + 1 (a unit test holds them together): as much as the in-process
-# path reads, so an oversized config gets the same code 6 from the helper's child
-MAX_STDIN = 4 * 1024 * 1024 + 1
-MAX_FDS = 4
-
-ACCEPT_TIMEOUT = 3.0  # connect + handshake; past it the request runs in-process
+ACCEPT_TIMEOUT = 3.0  # connect + handshake up to the helper's A; past it: in-process
 TRY_AGAIN = 11  # CNI "try again later"
 BUILD_ID_FILE = "weft.build-id"
+SOURCE_PACKAGES = ("cni", "cnispec", "ipam")  # the source tree's code, all of it
 
 
 class HelperLost(Exception):
@@ -63,7 +38,7 @@ def identity() -> bytes:
     if getattr(sys, "frozen", False) and base:
         try:
             with open(os.path.join(base, BUILD_ID_FILE), "rb") as f:
-                return f.read(MAX_IDENTITY).strip()
+                return f.read(proto.MAX_IDENTITY).strip()
         except OSError:
             return b"weft frozen, no build id"
     return b"weft source " + _source_digest().encode()
@@ -74,18 +49,13 @@ def _source_digest() -> str:
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parts = [root]
-    for pkg in ("cni", "cnispec", "ipam"):
+    for pkg in SOURCE_PACKAGES:
         d = os.path.join(root, pkg)
         for name in sorted(os.listdir(d)):
             if name.endswith(".py"):
                 st = os.stat(os.path.join(d, name))
                 parts.append(f"{pkg}/{name}:{st.st_size}:{st.st_mtime_ns}")
     return sha256_hex("\n".join(parts).encode())[:40]
-
-
-def socket_path() -> str | None:
-    path = os.environ.get(SOCKET_ENV, DEFAULT_SOCKET)
-    return None if path in ("", DISABLED) else path
 
 
 class Outcome:
@@ -100,66 +70,80 @@ class Outcome:
 
 
 def try_helper() -> Outcome:
-    """Run this process's request in the helper if one accepts it. Never raises; the
-    in-process path runs whenever this returns no status."""
-    path = socket_path()
+    """Run this process's request in the helper if one accepts it. Never raises (but for
+    an unwritable ``WEFT_FALLBACK_LOG``); the in-process path runs whenever this returns no
+    status."""
+    path = proto.socket_path()
     if path is None:
         return Outcome(None, None)
+    deadline = time.monotonic() + ACCEPT_TIMEOUT
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     stdin: bytes | None = None
     try:
-        sock.settimeout(ACCEPT_TIMEOUT)
+        _until(sock, deadline)
         sock.connect(path)
         stdin = _read_stdin()
         if stdin is None:
-            return _fallback(stdin, "stdin unreadable")
-        if not _offer(sock, stdin):
-            return _fallback(stdin, "not accepted")
+            return _fallback(sock, stdin, "stdin unreadable")
+        if not _offer(sock, stdin, deadline):
+            return _fallback(sock, stdin, "not accepted")
     except Exception as e:  # whatever failed before GO: the helper has run nothing
-        sock.close()
-        return _fallback(stdin, f"{type(e).__name__}: {e}")
+        return _fallback(sock, stdin, f"{type(e).__name__}: {e}")
     try:
         sock.settimeout(None)  # from now on the runtime's own timeout bounds the request
         return Outcome(_wait(sock), None)
-    except (OSError, HelperLost, struct.error) as e:
+    except Exception as e:  # after GO: the helper may have done part of the work
         return Outcome(_lost(stdin, e), None)
     finally:
         sock.close()
 
 
-def _fallback(stdin: bytes | None, why: str) -> Outcome:
+def _until(sock: _socket.socket, deadline: float) -> None:
+    """Bound the next socket call by what is left of the accept deadline."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("no accept from the helper in time")
+    sock.settimeout(left)
+
+
+def _fallback(sock: _socket.socket, stdin: bytes | None, why: str) -> Outcome:
     """Run in-process. ``WEFT_FALLBACK_LOG`` (a test seam) records why, so that a run meant
-    to go through the helper can tell a fall-back from a served request."""
+    to go through the helper can tell a fall-back from a served request; when it cannot be
+    written the exec fails rather than let a fall-back pass unrecorded."""
+    sock.close()
     log = os.environ.get(FALLBACK_LOG_ENV)
     if log:
+        command = os.environ.get("CNI_COMMAND", "")
+        line = f"{os.getpid()} {command!r}: {why}\n".encode(errors="replace")
         try:
             fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                command = os.environ.get("CNI_COMMAND", "")
-                os.write(fd, f"{os.getpid()} {command!r}: {why}\n".encode(errors="replace"))
+                if os.write(fd, line) != len(line):
+                    raise OSError(0, "short write")
             finally:
                 os.close(fd)
-        except OSError:
-            pass
+        except OSError as e:
+            sys.stderr.write(f"weft: cannot record a fall-back in {FALLBACK_LOG_ENV}={log}: "
+                             f"{e.strerror or e}\n")
+            raise SystemExit(70) from None
     return Outcome(None, stdin)
 
 
-def _offer(sock: _socket.socket, stdin: bytes) -> bool:
-    """Send the request; True once the helper accepted it and was told to go."""
+def _offer(sock: _socket.socket, stdin: bytes, deadline: float) -> bool:
+    """Send the request; True once the helper accepted it and was told to go (with the
+    descriptors: only now, see ``cni.helperproto``)."""
     ident = identity()
     cwd = _cwd()
     env = b"".join(k + b"=" + v + b"\0" for k, v in os.environb.items())
-    if len(ident) > MAX_IDENTITY or len(env) > MAX_ENV:
+    if len(ident) > proto.MAX_IDENTITY or len(env) > proto.MAX_ENV:
         return False
     pod_fd, pod_errno = _open_pod_netns()
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        fds = [1, 2, own] + ([pod_fd] if pod_fd >= 0 else [])
         umask = os.umask(0o022)
         os.umask(umask)
-        head = REQUEST.pack(
-            MAGIC,
-            FLAG_POD_NETNS if pod_fd >= 0 else 0,
+        head = proto.REQUEST.pack(
+            proto.MAGIC,
+            proto.FLAG_POD_NETNS if pod_fd >= 0 else 0,
             pod_errno,
             umask,
             len(ident),
@@ -167,27 +151,29 @@ def _offer(sock: _socket.socket, stdin: bytes) -> bool:
             len(env),
             len(stdin),
         )
-        payload = head + ident + cwd + env + stdin
-        rights = struct.pack(f"{len(fds)}i", *fds)
-        sent = sock.sendmsg([payload], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
-        if sent < len(payload):
-            sock.sendall(payload[sent:])
+        _until(sock, deadline)
+        sock.sendall(head + ident + cwd + env + stdin)
+        _until(sock, deadline)
+        tag, _ = proto.REPLY.unpack(_recv_exact(sock, proto.REPLY.size))
+        if tag != proto.ACCEPTED:
+            return False
+        fds = [1, 2] + ([pod_fd] if pod_fd >= 0 else [])
+        _until(sock, deadline)
+        # a 5-byte send on a stream socket goes whole or not at all; from here the
+        # request is the helper's
+        sock.sendmsg([proto.REPLY.pack(proto.GO, 0)],
+                     [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, proto.rights(fds))])
+        return True
     finally:
-        os.close(own)
         if pod_fd >= 0:
             os.close(pod_fd)
-    tag, _ = REPLY.unpack(_recv_exact(sock, REPLY.size))
-    if tag != ACCEPTED:
-        return False
-    sock.sendall(REPLY.pack(GO, 0))
-    return True
 
 
 def _wait(sock: _socket.socket) -> int:
-    tag, value = REPLY.unpack(_recv_exact(sock, REPLY.size))
-    if tag == EXITED:
+    tag, value = proto.REPLY.unpack(_recv_exact(sock, proto.REPLY.size))
+    if tag == proto.EXITED:
         return int(value)
-    if tag == SIGNALED and 0 < value < 65:
+    if tag == proto.SIGNALED and 0 < value < 65:
         _die_of(value)
     raise HelperLost(f"unexpected answer {tag!r} {value}")
 
@@ -231,10 +217,10 @@ def _lost(stdin: bytes | None, err: BaseException) -> int:
 
 
 def _read_stdin() -> bytes | None:
-    """Stdin, up to MAX_STDIN bytes as the in-process path reads it (None when fd 0 cannot
+    """Stdin, up to ``MAX_STDIN`` bytes as the in-process path reads it (None when fd 0 cannot
     be read: then the in-process path reads it)."""
     chunks: list[bytes] = []
-    left = MAX_STDIN
+    left = proto.MAX_STDIN
     try:
         while left > 0:
             b = os.read(0, min(65536, left))
@@ -263,7 +249,7 @@ def _cwd() -> bytes:
         cwd = os.getcwdb()
     except OSError:
         return b""
-    return cwd if len(cwd) <= MAX_CWD else b""
+    return cwd if len(cwd) <= proto.MAX_CWD else b""
 
 
 def _open_pod_netns() -> tuple[int, int]:

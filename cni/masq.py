@@ -1,11 +1,13 @@
 """Per-container IP masquerade (``ipMasq``) with iptables. Boundary module.
 
-Like the reference's ``ip.SetupIPMasq``: a chain per container in the nat table that
-accepts traffic to the pod's own subnet and masquerades the rest (but multicast), and a
-POSTROUTING jump for the pod's address. Every rule carries the comment
-``name: <network> id: <containerID>``. The whole change is one ``iptables-restore
---noflush`` transaction; teardown reads ``iptables-save`` and deletes only what is there,
-so DEL is idempotent.
+The reference's ``ip.SetupIPMasq``, with its names: a chain per container in the nat
+table (``CNI-`` + a hash of network and container id) that accepts traffic to the pod's
+own subnet and masquerades the rest (but multicast), and a POSTROUTING jump for the pod's
+address; every rule carries the comment ``name: "<network>" id: "<containerID>"``.
+iptables for IPv4, ip6tables for IPv6, the same chain name in both. Because names and
+rule shapes are the reference's, the reference's DEL removes weft's rules and weft's DEL
+the reference's. The whole change is one ``iptables-restore --noflush`` transaction;
+teardown reads ``iptables-save`` and deletes only what is there, so DEL is idempotent.
 
 A frozen (PyInstaller) weft must give iptables the caller's library path, not its own:
 ``tool_env`` restores ``LD_LIBRARY_PATH`` from ``LD_LIBRARY_PATH_ORIG``.
@@ -70,24 +72,30 @@ def _tools(version: int) -> tuple[str, str]:
     )
 
 
-def setup(network: str, container_id: str, address: IPInterface) -> None:
+def rules(network: str, container_id: str, address: IPInterface) -> tuple[str, list[str]]:
+    """The container's chain and its rules for ``address``, in the shape the reference
+    bridge plugin makes them and ``iptables-save`` prints them (so either plugin's DEL
+    removes the other's, and CHECK can look for them line by line): accept the pod's own
+    subnet, masquerade the rest but multicast, and a POSTROUTING jump for the pod's
+    address."""
     chain = masq_chain(network, container_id)
-    comment = f'"{masq_comment(network, container_id)}"'
+    comment = '"' + masq_comment(network, container_id).replace('"', '\\"') + '"'
     host = "32" if address.version == 4 else "128"
     mcast = MULTICAST[address.version]
-    rules = "\n".join(
-        [
-            "*nat",
-            f":{chain} - [0:0]",
-            f"-A {chain} -d {address.network} -m comment --comment {comment} -j ACCEPT",
-            f"-A {chain} ! -d {mcast} -m comment --comment {comment} -j MASQUERADE",
-            f"-A POSTROUTING -s {address.ip}/{host} -m comment --comment {comment} -j {chain}",
-            "COMMIT",
-            "",
-        ]
-    )
+    return chain, [
+        f"-A {chain} -d {address.network} -m comment --comment {comment} -j ACCEPT",
+        f"-A {chain} ! -d {mcast} -m comment --comment {comment} -j MASQUERADE",
+        f"-A POSTROUTING -s {address.ip}/{host} -m comment --comment {comment} -j {chain}",
+    ]
+
+
+def setup(network: str, container_id: str, address: IPInterface) -> None:
+    chain, lines = rules(network, container_id, address)
     restore, _ = _tools(address.version)
-    _run([restore, "--noflush", "-w", "5"], rules)
+    _run(
+        [restore, "--noflush", "-w", "5"],
+        "\n".join(["*nat", f":{chain} - [0:0]", *lines, "COMMIT", ""]),
+    )
 
 
 def teardown(network: str, container_id: str, versions: Iterable[int]) -> None:
@@ -112,7 +120,13 @@ def teardown(network: str, container_id: str, versions: Iterable[int]) -> None:
         _run([restore, "--noflush", "-w", "5"], "\n".join(lines))
 
 
-def present(network: str, container_id: str, version: int) -> bool:
-    chain = masq_chain(network, container_id)
-    _, save = _tools(version)
-    return any(ln.endswith(f"-j {chain}") for ln in _run([save, "-t", "nat"]).splitlines())
+def present(network: str, container_id: str, address: IPInterface) -> bool:
+    """Are all of the container's rules for ``address`` in place (whoever made them)?"""
+    _, lines = rules(network, container_id, address)
+    _, save = _tools(address.version)
+    return rules_found(_run([save, "-t", "nat"]), lines)
+
+
+def rules_found(dump: str, lines: list[str]) -> bool:
+    have = set(dump.splitlines())
+    return all(line in have for line in lines)

@@ -10,6 +10,10 @@ A socket belongs to the network namespace it was created in, so one ``Netlink`` 
 namespace serves a whole command: the host-side one is opened in place, the pod-side one by
 entering the pod netns just long enough to create the socket (``cni.netns``).
 
+A dump the kernel flags as having raced a change (``NLM_F_DUMP_INTR``: an address or route
+added or removed by another pod's ADD or DEL meanwhile) is never used: it is repeated, a
+bounded number of times, then answered "try again" (``consistent_dump``).
+
 Every kernel error is mapped here, by errno, to our exceptions (``NotFound``, ``Exists``,
 ``NetlinkFailure``); callers never see pyroute2's exceptions or compare message strings.
 """
@@ -23,7 +27,8 @@ import os
 import socket
 import struct
 import sys
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 from cnispec.errors import TRY_AGAIN_ERRNOS, CNIError, NetlinkFailure, TryAgainLater, os_errors
 from cnispec.ip import IPAddress, IPInterface, IPNetwork
@@ -98,6 +103,7 @@ _IFLA_MAP = (
     (1, "IFLA_ADDRESS", "l2addr"),
     (3, "IFLA_IFNAME", "asciiz"),
     (4, "IFLA_MTU", "uint32"),
+    (5, "IFLA_LINK", "uint32"),
     (10, "IFLA_MASTER", "uint32"),
     (18, "IFLA_LINKINFO", "linkinfo"),
     (28, "IFLA_NET_NS_FD", "uint32"),
@@ -157,6 +163,7 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
+NLM_F_DUMP_INTR = 0x10  # the kernel's tables changed while it was dumping them
 NLM_F_ROOT, NLM_F_MATCH = 0x100, 0x200
 NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
@@ -179,6 +186,33 @@ class NotFound(NetlinkFailure):
 
 class Exists(NetlinkFailure):
     """The object already exists (EEXIST)."""
+
+
+class DumpInterrupted(TryAgainLater):
+    """A dump raced a change (NLM_F_DUMP_INTR): what it returned may miss or repeat
+    objects, so it is never used."""
+
+
+# How often a dump that raced a change is repeated before the command answers "try again"
+# (code 11): as the reference's netlinksafe. A node where addresses and routes change this
+# often is better served by the runtime's retry than by a plugin spinning.
+DUMP_ATTEMPTS = 5
+
+T = TypeVar("T")
+
+
+def consistent_dump(dump: Callable[[], T], what: str, attempts: int = DUMP_ATTEMPTS) -> T:
+    """``dump()`` again while it raises ``DumpInterrupted``, at most ``attempts`` times in
+    all; then ``TryAgainLater`` (code 11)."""
+    for _ in range(attempts):
+        try:
+            return dump()
+        except DumpInterrupted:
+            continue
+    raise TryAgainLater(
+        f"{what}: the kernel's tables kept changing during the dump, try again",
+        f"interrupted {attempts} times in a row (NLM_F_DUMP_INTR)",
+    )
 
 
 _NOT_FOUND = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}
@@ -207,6 +241,7 @@ class Link(NamedTuple):
     up: bool
     promisc: bool
     hairpin: bool | None  # bridge-port hairpin mode, None when not a bridge port
+    peer: int | None = None  # a veth's peer ifindex (in the peer's namespace)
 
 
 class Addr(NamedTuple):
@@ -269,6 +304,7 @@ class Netlink:
         with os_errors(what):
             self._sock.send(msg.data)
         replies: list[bytes] = []
+        interrupted = False
         while True:
             with os_errors(what):
                 buf = self._sock.recv(1 << 18)
@@ -281,12 +317,15 @@ class Netlink:
                 off += (length + 3) & ~3
                 if mseq != seq:
                     continue
+                interrupted |= bool(mflags & NLM_F_DUMP_INTR)
                 if mtype == NLMSG_ERROR:
                     (code,) = struct.unpack_from("=i", chunk, _HDR.size)
                     if code:
                         raise map_errno(-code, what)
                     return replies  # ACK
                 if mtype == NLMSG_DONE:
+                    if interrupted:  # read to the end first: the socket serves the next request
+                        raise DumpInterrupted(f"{what}: interrupted", "NLM_F_DUMP_INTR")
                     return replies
                 replies.append(chunk)
                 if not mflags & NLM_F_MULTI and not flags & NLM_F_ACK:
@@ -318,6 +357,7 @@ class Netlink:
             up=bool(flags & IFF_UP),
             promisc=bool(flags & IFF_PROMISC),
             hairpin=hairpin,
+            peer=m.get_attr("IFLA_LINK"),
         )
 
     def link_get(self, name: str) -> Link | None:
@@ -325,6 +365,15 @@ class Netlink:
         msg["attrs"] = [("IFLA_IFNAME", name)]
         try:
             raw = self._request(msg, RTM_GETLINK, 0, f"get link {name}")
+        except NotFound:
+            return None
+        return self._link_from(raw[0]) if raw else None
+
+    def link_by_index(self, index: int) -> Link | None:
+        msg = _ifinfmsg()
+        msg["index"] = index
+        try:
+            raw = self._request(msg, RTM_GETLINK, 0, f"get link #{index}")
         except NotFound:
             return None
         return self._link_from(raw[0]) if raw else None
@@ -431,11 +480,15 @@ class Netlink:
         """Addresses (of one link). The kernel filters a dump by index on a strict-checking
         socket; the header is checked here too, before any decoding, so that a node with
         hundreds of veths (each with its link-local address) costs no Python decoding."""
-        msg = _ifaddrmsg()
-        msg["family"] = _family(version) if version else 0
-        msg["index"] = index or 0
+
+        def dump() -> list[bytes]:
+            msg = _ifaddrmsg()
+            msg["family"] = _family(version) if version else 0
+            msg["index"] = index or 0
+            return self._request(msg, RTM_GETADDR, NLM_F_DUMP, "dump addresses")
+
         out: list[Addr] = []
-        for raw in self._request(msg, RTM_GETADDR, NLM_F_DUMP, "dump addresses"):
+        for raw in consistent_dump(dump, "dump addresses"):
             if index is not None and _IFA_INDEX.unpack_from(raw, _HDR.size + 4)[0] != index:
                 continue
             m = _ifaddrmsg(raw)
@@ -474,10 +527,14 @@ class Netlink:
 
     # ---- routes ----------------------------------------------------------------------
     def routes(self, version: int, table: int = RT_TABLE_MAIN) -> list[KernelRoute]:
-        msg = _rtmsg()
-        msg["family"] = _family(version)
+
+        def dump() -> list[bytes]:
+            msg = _rtmsg()
+            msg["family"] = _family(version)
+            return self._request(msg, RTM_GETROUTE, NLM_F_DUMP, "dump routes")
+
         out: list[KernelRoute] = []
-        for raw in self._request(msg, RTM_GETROUTE, NLM_F_DUMP, "dump routes"):
+        for raw in consistent_dump(dump, "dump routes"):
             m = _rtmsg(raw)
             m.decode()
             rt_table = m.get_attr("RTA_TABLE") or m["table"]

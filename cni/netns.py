@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from cnispec.errors import CNIError, InvalidEnv, os_error, os_errors
+from ipam.attachments import NetnsId
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -59,6 +60,23 @@ def open_netns(path: str) -> int:
         raise NetnsGone("network namespace not found", f"{path}: {e.strerror}") from None
     except OSError as e:
         raise os_error(e, "opening network namespace", path, NetnsGone, InvalidEnv) from None
+
+
+def identity_of_fd(fd: int) -> NetnsId:
+    """The identity of the namespace ``fd`` is open on (what ADD records)."""
+    with os_errors("reading the network namespace's identity"):
+        st = os.fstat(fd)
+    return NetnsId(st.st_dev, st.st_ino)
+
+
+def identity_at(path: str) -> NetnsId | None:
+    """The identity of the namespace ``path`` names now; None when it names nothing that
+    can be looked at (as ``os.path.exists``: any failure to stat it)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return NetnsId(st.st_dev, st.st_ino)
 
 
 def setns(fd: int, what: str) -> None:

@@ -15,16 +15,16 @@ import contextlib
 import json
 import os
 import socket
-import struct
 import sys
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
-from cni import opstate
+from cni import helperproto, opstate
 from cni.config import NetConf, is_flannel_shape, parse_netconf, subnet_file_path
 from cni.opstate import Observed, Row
+from cni.plan import orphan_records
 from cnispec.errors import CNIError
-from ipam.attachments import Attachment, AttachmentStore
+from ipam.attachments import Attachment, AttachmentStore, NetnsId
 from ipam.disk import DiskStore
 from ipam.subnetfile import SubnetFile
 
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 CONF_DIRS_ENV = "WEFT_CONF_DIRS"
 DEFAULT_CONF_DIRS = ("/var/lib/rancher/k3s/agent/etc/cni/net.d", "/etc/cni/net.d")
 CONF_EXTENSIONS = (".conf", ".conflist", ".json")  # libcni's ConfFiles
-HELPER_SOCKET_ENV = "WEFT_HELPER_SOCKET"
-DEFAULT_HELPER_SOCKET = "/run/weft/weft.sock"
 PLUGIN_TYPE = "weft"
 
 
@@ -170,8 +168,12 @@ def _mtime(path: str) -> float | None:
 def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
     """Every reservation, plus every record whose reservation is gone."""
     from cni.netlink import Netlink
+    from cni.netns import identity_at
 
-    records = {(a.container_id, a.ifname): a for a in attachments.all()}
+    all_records = attachments.all()
+    reservations = store.reservations()
+    orphans = set(orphan_records(all_records, reservations, store.has_file))
+    records = {(a.container_id, a.ifname): a for a in all_records}
     seen: set[tuple[str, str]] = set()
     out: list[Observed] = []
     with Netlink.open() as host:
@@ -181,10 +183,10 @@ def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
                 return None
             return host.link_get(rec.host_veth) is not None
 
-        def netns(rec: Attachment | None) -> bool | None:
-            return os.path.exists(rec.netns) if rec and rec.netns else None
+        def netns(rec: Attachment | None) -> NetnsId | None:
+            return identity_at(rec.netns) if rec and rec.netns else None
 
-        for r in store.reservations():
+        for r in reservations:
             rec = records.get((r.container_id, r.ifname)) if r.ifname else None
             seen.add((r.container_id, r.ifname))
             since = _mtime(os.path.join(store.dir, str(r.ip)))
@@ -192,7 +194,16 @@ def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
         for key, rec in records.items():
             if key not in seen:
                 out.append(
-                    Observed(None, rec.container_id, rec.ifname, rec, netns(rec), veth(rec), None)
+                    Observed(
+                        None,
+                        rec.container_id,
+                        rec.ifname,
+                        rec,
+                        netns(rec),
+                        veth(rec),
+                        None,
+                        key in orphans,
+                    )
                 )
     return out
 
@@ -237,7 +248,7 @@ def format_rows(table: list[Row]) -> str:
                 r.container_id[:13],
                 r.ifname or "-",
                 _pod(r),
-                f"{r.netns} ({_yn(r.netns_exists, 'exists', 'gone')})" if r.netns else "-",
+                f"{r.netns} ({r.netns_state})" if r.netns else "-",
                 f"{r.host_veth} ({_yn(r.veth_present, 'present', 'gone')})" if r.host_veth else "-",
                 r.boot or "-",
                 opstate.human_age(r.age_seconds),
@@ -290,8 +301,7 @@ def helper_state(path: str) -> tuple[str, str]:
     try:
         s.settimeout(1.0)
         s.connect(path)
-        so_peercred = getattr(socket, "SO_PEERCRED", 17)
-        pid, _, _ = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, so_peercred, 12))
+        pid, _, _ = helperproto.peer_credentials(s)
     except OSError:
         return "not answering", ""
     finally:
@@ -323,8 +333,9 @@ def facts(loaded: Loaded, net: Network, table: list[Row]) -> opstate.NodeFacts:
         link = nl.link_get(conf.bridge)
         found = nl.addrs(link.ifindex) if link else []
         addrs = tuple(str(a.address) for a in found if not a.address.ip.is_link_local)
-    sock = os.environ.get(HELPER_SOCKET_ENV) or DEFAULT_HELPER_SOCKET
-    state, _ = helper_state(sock)
+    # the socket the exec path would use (WEFT_SOCKET); "off" there: no helper at all
+    sock = helperproto.socket_path() or helperproto.DISABLED
+    state, _ = helper_state(sock) if sock != helperproto.DISABLED else ("not running", "")
     return opstate.NodeFacts(
         subnet_file=loaded.subnet_file,
         subnet=loaded.subnet,
@@ -412,42 +423,28 @@ def cmd_status(argv: list[str], out: TextIO, err: TextIO) -> int:
 def _collect(
     net: Network,
 ) -> tuple[list[Row], opstate.GcPlan, list[Row], list[tuple[Row, str]], list[Row]]:
-    """Release what ``gc_plan`` says, in ``ipam.lock``'s order, as CNI GC does: decide
-    under the network lock and only *try* each attachment's lock (a busy one is in the
-    middle of a command: skipped); tear the kernel side down outside the network lock; then
-    release reservations and records under it again."""
-    from cni.commands import apply_teardown_kernel, apply_teardown_store, plan_teardown_of
+    """Release what ``gc_plan`` says through the plugin's one teardown path
+    (``cni.commands.collect``: the lock order, the orphan sweep), decided on the table
+    read under the network lock."""
+    from cni.commands import collect
 
-    released: list[Row] = []
-    failed: list[tuple[Row, str]] = []
-    busy: list[Row] = []
-    with contextlib.ExitStack() as claimed:
-        with net.lock():
-            table = judged(net)
-            plan = opstate.gc_plan(table)
-            todo = []
-            for cid, ifname in plan.release:
-                rows = [r for r in table if (r.container_id, r.ifname) == (cid, ifname)]
-                lock = net.attachment_lock(cid, ifname)
-                if not lock.try_acquire():
-                    busy += rows
-                    continue
-                claimed.callback(lock.release)
-                t = plan_teardown_of(net, cid, ifname, "")
-                if t is not None:
-                    todo.append((lock, t, rows))
-        done = []
-        for lock, t, rows in todo:
-            try:
-                apply_teardown_kernel(net, t)
-                done.append((lock, t, rows))
-            except CNIError as e:
-                failed += [(r, str(e)) for r in rows]
-        with net.lock():
-            for lock, t, rows in done:
-                apply_teardown_store(net, t)
-                lock.remove()
-                released += rows
+    decided: list[tuple[list[Row], opstate.GcPlan]] = []
+
+    def decide() -> list[tuple[str, str]]:
+        table = judged(net)
+        plan = opstate.gc_plan(table)
+        decided.append((table, plan))
+        return list(plan.release)
+
+    done = collect(net, decide)
+    table, plan = decided[0]
+
+    def rows(cid: str, ifname: str) -> list[Row]:
+        return [r for r in table if (r.container_id, r.ifname) == (cid, ifname)]
+
+    released = [r for t in done.released for r in rows(t.container_id, t.ifname)]
+    failed = [(r, e) for t, e in done.failed for r in rows(t.container_id, t.ifname)]
+    busy = [r for key in done.busy for r in rows(*key)]
     return table, plan, released, failed, busy
 
 

@@ -5,12 +5,17 @@ releases, how full each range is, what is wrong with the node. Pure: observation
 The staleness rule is the one ADD's reclaim applies (``cni.plan.is_stale``), so ``weft ls``,
 ``weft gc``, ``weft status``, CNI STATUS and ADD agree on what an address is worth:
 
-* **live** -- weft recorded the attachment and its network namespace still exists;
+* **live** -- weft recorded the attachment and its netns path still names the namespace
+  ADD recorded (for a record from before weft recorded one: the path still exists);
 * **stale** -- weft recorded it and the namespace is gone (in this boot or an earlier
-  one): no pod can be using the address, so ADD may reclaim it and ``gc`` releases it;
+  one), or its path now names another namespace (a reused pid or netns name): no pod can
+  be using the address, so ADD may reclaim it and ``gc`` releases it;
 * **host-local** -- a reservation weft has no record of (written by the reference
   host-local, or by a legacy id-only record): weft cannot tell whether its pod exists, so
-  it never touches it and says how to remove it by hand.
+  it never touches it and says how to remove it by hand;
+* **orphan** -- a record whose reservation someone else released (the reference's DEL of a
+  pod weft made: ``cni.plan.orphan_records``): it holds no address, and ``gc`` removes it
+  with its lock file and whatever it names in the kernel.
 """
 
 from __future__ import annotations
@@ -18,15 +23,16 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
-from cni.plan import is_stale
+from cni.plan import NETNS_OTHER, bridge_address_conflicts, is_stale, netns_state
 from cnispec.ip import IPAddress
-from ipam.attachments import Attachment
+from ipam.attachments import Attachment, NetnsId
 from ipam.ranges import RangeSet
 from ipam.subnetfile import SubnetFile
 
 LIVE = "live"
 STALE = "stale"
 HOST_LOCAL = "host-local"
+ORPHAN = "orphan"
 THIS_BOOT = "this"
 EARLIER_BOOT = "earlier"
 
@@ -38,9 +44,10 @@ class Observed(NamedTuple):
     container_id: str
     ifname: str  # "" for host-local's legacy id-only reservation
     record: Attachment | None
-    netns_exists: bool | None  # None when there is no netns to look at
+    netns_seen: NetnsId | None  # the namespace the record's netns path names (None: none)
     veth_present: bool | None
     since: float | None  # mtime of the reservation (or record) file
+    orphan: bool = False  # a record whose reservation was released (``plan.orphan_records``)
 
 
 class Row(NamedTuple):
@@ -53,11 +60,12 @@ class Row(NamedTuple):
     pod_name: str
     netns: str
     netns_exists: bool | None
+    netns_state: str  # plan.NETNS_*: "exists", "gone", "another netns"; "" without a netns
     host_veth: str
     veth_present: bool | None
     boot: str  # THIS_BOOT, EARLIER_BOOT or "" (no record)
     age_seconds: int | None
-    state: str  # LIVE, STALE or HOST_LOCAL
+    state: str  # LIVE, STALE, HOST_LOCAL or ORPHAN
     reason: str
 
 
@@ -68,11 +76,17 @@ def judge(o: Observed, current_boot: str, now: float) -> Row:
         reason = "no weft record: written by host-local (or an old id-only record)"
     else:
         boot = THIS_BOOT if rec.boot_id == current_boot else EARLIER_BOOT
-        if is_stale(rec, lambda _: bool(o.netns_exists)):
+        seen = o.netns_seen
+        if o.orphan:
+            state = ORPHAN
+            reason = "its reservation was released without weft (the reference plugin's DEL?)"
+        elif is_stale(rec, lambda _: seen):
             state = STALE
-            reason = f"netns {rec.netns} is gone" + (
-                " (recorded in an earlier boot)" if boot == EARLIER_BOOT else ""
-            )
+            if rec.netns and netns_state(rec, seen) == NETNS_OTHER:
+                reason = f"netns {rec.netns} names another namespace than the pod's"
+            else:
+                reason = f"netns {rec.netns} is gone"
+            reason += " (recorded in an earlier boot)" if boot == EARLIER_BOOT else ""
         else:
             state, reason = LIVE, f"netns {rec.netns} exists"
     age = int(now - o.since) if o.since is not None and now >= o.since else None
@@ -83,7 +97,8 @@ def judge(o: Observed, current_boot: str, now: float) -> Row:
         pod_namespace=rec.pod_namespace if rec else "",
         pod_name=rec.pod_name if rec else "",
         netns=rec.netns if rec else "",
-        netns_exists=o.netns_exists if rec and rec.netns else None,
+        netns_exists=o.netns_seen is not None if rec and rec.netns else None,
+        netns_state=netns_state(rec, o.netns_seen) if rec and rec.netns else "",
         host_veth=rec.host_veth if rec else "",
         veth_present=o.veth_present if rec else None,
         boot=boot,
@@ -113,13 +128,14 @@ class GcPlan(NamedTuple):
 
 
 def gc_plan(table: list[Row]) -> GcPlan:
-    """Release every stale attachment, keep every live one, leave host-local ones alone.
-    An attachment with one live row is never released, whatever its other rows say."""
+    """Release every stale attachment and every orphan record, keep every live one, leave
+    host-local ones alone. An attachment with one live row is never released, whatever its
+    other rows say."""
     live = {(r.container_id, r.ifname) for r in table if r.state == LIVE}
     release: list[tuple[str, str]] = []
     for r in table:
         owner = (r.container_id, r.ifname)
-        if r.state == STALE and owner not in live and owner not in release:
+        if r.state in (STALE, ORPHAN) and owner not in live and owner not in release:
             release.append(owner)
     return GcPlan(
         tuple(release),
@@ -218,8 +234,10 @@ def problems(f: NodeFacts) -> list[Problem]:
         for want in f.want_addrs:
             if want in f.bridge_addrs:
                 continue
-            v6 = ":" in want
-            other = [a for a in f.bridge_addrs if (":" in a) == v6 and not _link_local(a)]
+            w = ipaddress.ip_interface(want)
+            other = [
+                a for a in f.bridge_addrs if bridge_address_conflicts(ipaddress.ip_interface(a), w)
+            ]
             if other:
                 out.append(
                     Problem(
@@ -284,10 +302,6 @@ def problems(f: NodeFacts) -> list[Problem]:
             )
         )
     return out
-
-
-def _link_local(iface: str) -> bool:
-    return ipaddress.ip_interface(iface).ip.is_link_local
 
 
 def human_age(seconds: int | None) -> str:

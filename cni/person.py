@@ -7,6 +7,7 @@ or option prints the usage on stderr and exits 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import NamedTuple
 
@@ -52,6 +53,53 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 }
 
 
+class BuildInfo(NamedTuple):
+    """What the build wrote into a frozen bundle (packaging/build.sh, one line:
+    ``weft <version> <digest> arch=<arch> glibc=<x.y> build=<release|dev>``)."""
+
+    version: str
+    digest: str
+    arch: str
+    glibc: str
+    kind: str
+
+
+def parse_build_id(line: str) -> BuildInfo | None:
+    """The build id's fields; None for a line of another shape (an older bundle's)."""
+    words = line.split()
+    if len(words) < 3 or words[0] != "weft":
+        return None
+    fields = dict(w.split("=", 1) for w in words[3:] if "=" in w)
+    return BuildInfo(words[1], words[2], fields.get("arch", "?"), fields.get("glibc", "?"),
+                     fields.get("build", "?"))
+
+
+def describe_build(info: BuildInfo | None) -> str:
+    """``weft --version``'s line for a bundle (None: run from the source tree)."""
+    versions = ", ".join(SUPPORTED_VERSIONS)
+    if info is None:
+        return f"weft {PLUGIN_VERSION} (source tree; CNI spec versions {versions})"
+    kind = {"release": "release build", "dev": "development build, not for distribution"}
+    return (
+        f"weft {info.version} linux/{info.arch}, needs glibc >= {info.glibc}, "
+        f"{kind.get(info.kind, info.kind + ' build')} {info.digest[:12]} "
+        f"(CNI spec versions {versions})"
+    )
+
+
+def _build_info() -> BuildInfo | None:
+    from cni.handoff import BUILD_ID_FILE
+
+    base = getattr(sys, "_MEIPASS", None)
+    if not (getattr(sys, "frozen", False) and base):
+        return None
+    try:
+        with open(os.path.join(base, BUILD_ID_FILE), encoding="utf-8") as f:
+            return parse_build_id(f.readline())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def usage() -> str:
     from cni.operator import CONF_DIRS_ENV, DEFAULT_CONF_DIRS
 
@@ -84,8 +132,7 @@ def person(argv: list[str]) -> int:
         return 0
     first, rest = argv[0], argv[1:]
     if first in ("--version", "-v") and not rest:
-        versions = ", ".join(SUPPORTED_VERSIONS)
-        print(f"weft {PLUGIN_VERSION} (CNI spec versions {versions})")
+        print(describe_build(_build_info()))
         return 0
     if first in ("--help", "-h", "help") and not rest:
         sys.stdout.write(_about())

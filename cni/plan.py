@@ -9,9 +9,13 @@ Public API (also what operator tooling builds on):
 * ``attachment_record(plan, container_id, netns, boot_id, pod) -> Attachment``;
 * ``plan_teardown(conf, container_id, ifname, netns, record, reserved, store_used)
   -> Teardown | None``: what removing one attachment takes, None for nothing;
-* ``is_stale(record, netns_exists) -> bool``: may this attachment be
+* ``netns_state(record, seen) -> str``: what the record's netns path names now (the
+  namespace ADD recorded, another one, nothing);
+* ``is_stale(record, netns_seen) -> bool``: may this attachment be
   reclaimed (its pod cannot exist any more)? The caller tears it down;
-* ``plan_gc(valid, reservations, records) -> GCPlan``: what a CNI GC collects.
+* ``plan_gc(valid, reservations, records) -> GCPlan``: what a CNI GC collects;
+* ``bridge_address_conflicts(have, want) -> bool``: which bridge addresses a new gateway
+  address replaces (forceAddress) or is refused for.
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ from typing import NamedTuple
 from cni.config import NetConf
 from cni.spec import PodRef
 from cni.types import DNS, Interface, IPConfig, Result, Route
-from cnispec.digest import sha256_hex
+from cnispec.digest import sha256_hex, sha512_hex
 from cnispec.ip import IPAddress, IPInterface
 from ipam.allocator import Allocation
-from ipam.attachments import Attachment
+from ipam.attachments import Attachment, NetnsId
 from ipam.store import Reservation
 
 DEFAULT_V4 = ipaddress.ip_network("0.0.0.0/0")
@@ -40,12 +44,16 @@ def host_veth_name(container_id: str, ifname: str) -> str:
 
 
 def masq_chain(network: str, container_id: str) -> str:
-    """Per-container masquerade chain, like the reference's CNI-<hash> (28 chars max)."""
-    return "WEFT-" + sha256_hex(f"{network}\0{container_id}".encode())[:20]
+    """Per-container masquerade chain, named as the reference bridge plugin names it
+    (``CNI-`` + sha512 of network name and container id, 28 characters): weft and the
+    reference then remove each other's rules, whichever DELs a pod."""
+    return ("CNI-" + sha512_hex(f"{network}{container_id}".encode()))[:28]
 
 
 def masq_comment(network: str, container_id: str) -> str:
-    return f"name: {network} id: {container_id}"
+    """The reference's rule comment. Both names match ``cnispec.rules.ID_PATTERN``, so
+    quoting them needs no escapes (the reference quotes with Go's %q)."""
+    return f'name: "{network}" id: "{container_id}"'
 
 
 class AddPlan(NamedTuple):
@@ -119,7 +127,12 @@ def build_result(
 
 
 def attachment_record(
-    plan: AddPlan, container_id: str, netns: str, boot_id: str, pod: PodRef
+    plan: AddPlan,
+    container_id: str,
+    netns: str,
+    boot_id: str,
+    pod: PodRef,
+    netns_id: NetnsId | None = None,
 ) -> Attachment:
     """What DEL, GC and reboot recovery will need to undo this ADD."""
     return Attachment(
@@ -133,7 +146,18 @@ def attachment_record(
         ips=tuple(a.address for a in plan.addresses),
         pod_namespace=pod.namespace,
         pod_name=pod.name,
+        netns_id=netns_id,
     )
+
+
+def bridge_address_conflicts(have: IPInterface, want: IPInterface) -> bool:
+    """Does ``have``, already on the bridge, stand in the way of gateway ``want`` (replaced
+    under forceAddress, an error without it)? As the reference's ``ensureAddr``: any other
+    IPv4 address does (a bridge serves one IPv4 subnet); an IPv6 address only when its
+    subnet overlaps ``want``'s (a bridge may carry several IPv6 prefixes: SLAAC, ULA, ...)."""
+    if have == want or have.version != want.version:
+        return False
+    return want.version == 4 or have.network.overlaps(want.network)
 
 
 # ---- teardown: DEL, GC and reclaim -------------------------------------------------------
@@ -187,16 +211,36 @@ def plan_teardown(
     )
 
 
-def is_stale(record: Attachment | None, netns_exists: Callable[[str], bool]) -> bool:
-    """An attachment whose recorded netns is gone, in this boot or an earlier one: its pod
-    cannot exist, so ADD may reclaim its address and ``weft gc`` releases it.
+NETNS_SAME = "exists"  # the path names the namespace ADD recorded (or, unrecorded, any)
+NETNS_GONE = "gone"
+NETNS_OTHER = "another netns"  # the path names a namespace other than the one ADD recorded
+
+
+def netns_state(record: Attachment, seen: NetnsId | None) -> str:
+    """What ``record.netns`` names now, given ``seen``, the identity of the namespace the
+    path names (None: it names none). A record without an identity (written before weft
+    recorded one) is judged by the path alone."""
+    if seen is None:
+        return NETNS_GONE
+    if record.netns_id is not None and seen != record.netns_id:
+        return NETNS_OTHER
+    return NETNS_SAME
+
+
+def is_stale(record: Attachment | None, netns_seen: Callable[[str], NetnsId | None]) -> bool:
+    """An attachment whose recorded netns is gone, in this boot or an earlier one, or
+    whose path now names another namespace (a reused pid or netns name): its pod cannot
+    exist, so ADD may reclaim its address and ``weft gc`` releases it. ``netns_seen``
+    gives the identity of the namespace a path names, None when it names none.
 
     Without a record (host-local's reservation, or one whose record is corrupt) there is
-    nothing to judge by: not stale. A netns path that still exists keeps it, whatever
-    boot it was recorded in (a runtime may keep one across a reboot)."""
+    nothing to judge by: not stale. A netns path that still names the recorded namespace
+    keeps it, whatever boot it was recorded in (a runtime may keep one across a reboot)."""
     if record is None:
         return False
-    return not (record.netns and netns_exists(record.netns))
+    if not record.netns:
+        return True
+    return netns_state(record, netns_seen(record.netns)) != NETNS_SAME
 
 
 class GCPlan(NamedTuple):
@@ -216,3 +260,25 @@ def plan_gc(
     valid_ids = {cid for cid, _ in valid}
     legacy = tuple(r.ip for r in reservations if not r.ifname and r.container_id not in valid_ids)
     return GCPlan(legacy, tuple(sorted(owners - valid)))
+
+
+def orphan_records(
+    records: list[Attachment],
+    reservations: list[Reservation],
+    reservation_file_exists: Callable[[IPAddress], bool],
+) -> list[tuple[str, str]]:
+    """weft's records of attachments whose reservations are gone, as (container id, ifname):
+    released by someone who knows nothing of ``.weft/`` (the reference's DEL of a pod weft
+    made). Nothing holds an address for them any more, so the record, its lock file and
+    whatever it names in the kernel go. A record with an address whose file is there but
+    could not be read is not one: that reservation may still be its own."""
+    held = {(r.container_id, r.ifname) for r in reservations}
+    held_ids = {r.container_id for r in reservations if not r.ifname}  # legacy id-only
+    owned = {r.ip for r in reservations}
+    return [
+        (a.container_id, a.ifname)
+        for a in records
+        if (a.container_id, a.ifname) not in held
+        and a.container_id not in held_ids
+        and all(ip.ip in owned or not reservation_file_exists(ip.ip) for ip in a.ips)
+    ]

@@ -1,25 +1,29 @@
 """``weft serve``: a per-node helper that runs CNI requests in pre-imported, forked children.
 
-Usage: ``weft serve [--socket PATH]`` (default ``/run/weft/weft.sock``; under systemd socket
-activation, the socket it is given). Runs in the foreground; SIGTERM (or SIGINT) stops
-accepting, lets the accepted requests finish, and exits 0.
+Usage: ``weft serve [--socket PATH] [--max-children N]`` (default ``/run/weft/weft.sock``;
+under systemd socket activation, the socket it is given; at most 256 requests at once, the
+next ones wait in the listen backlog and, past the client's accept deadline, run
+in-process). Runs in the foreground; SIGTERM (or SIGINT) stops accepting, lets the accepted
+requests finish, and exits 0.
 
 The parent never parses what a client sends: it checks the peer's uid (SO_PEERCRED, root
-only), forks, and watches. The child reads the bounded handshake (``cni.handoff``) under a
-deadline, enters the client's network namespace, adopts its stdout/stderr and CNI_NETNS,
-makes the request's environment its own, and runs exactly the code of the in-process path
-(``cni.__main__.run``). The child writes the exit status to the client itself, so a request
-accepted before the parent is killed still completes. The parent SIGKILLs a child whose
-client went away (a runtime kills a plugin on timeout: the request dies with it), tells the
-client when its child was killed by a signal, reaps every child, and logs one line per
-request to stderr. A client of another build is refused (it runs in-process); when the
-bundle on disk is no longer the one this helper runs, the helper drains and exits so that
-systemd starts the new one.
+only), forks, and watches. The child reads the bounded handshake (``cni.helperproto``)
+under a deadline, enters the client's mount namespace, root and network namespace (so every
+path in the request means what it means to the runtime), accepts, takes the GO with the
+client's stdout/stderr and CNI_NETNS, makes the request's environment, umask and cwd its
+own, and runs exactly the code of the in-process path (``cni.__main__.run``). The child
+writes the exit status to the client itself, so a request accepted before the parent is
+killed still completes. The parent SIGKILLs a child whose client went away (a runtime kills
+a plugin on timeout: the request dies with it), tells the client when its child was killed
+by a signal, reaps every child, and logs one line per request to stderr. A client of another
+build is refused (it runs in-process); when the bundle on disk is no longer the one this
+helper runs, the helper drains and exits so that systemd starts the new one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import select
@@ -31,14 +35,15 @@ import time
 from typing import NamedTuple
 
 from cni import handoff, netns
+from cni import helperproto as proto
 from cnispec.errors import CNIError
 
 HANDSHAKE_DEADLINE = 2.0  # seconds for a child to receive the whole request (and the GO)
 MAX_CHILDREN = 256  # beyond that, connections wait in the listen backlog
 SD_LISTEN_FDS_START = 3
 _DONE = "done"
-USAGE = "usage: weft serve [--socket PATH]\n"
-_UCRED = "3i"  # pid, uid, gid
+USAGE = "usage: weft serve [--socket PATH] [--max-children N]\n"
+CLONE_NEWNS = 0x00020000
 
 
 class Refused(Exception):
@@ -67,7 +72,8 @@ class Child:
 
 
 def main(argv: list[str]) -> int:
-    path = handoff.DEFAULT_SOCKET
+    path = proto.DEFAULT_SOCKET
+    cap = MAX_CHILDREN
     args = list(argv)
     while args:
         a = args.pop(0)
@@ -75,6 +81,8 @@ def main(argv: list[str]) -> int:
             path = args.pop(0)
         elif a.startswith("--socket="):
             path = a.split("=", 1)[1]
+        elif a == "--max-children" and args and args[0].isdigit() and int(args[0]) > 0:
+            cap = int(args.pop(0))
         elif a in ("-h", "--help"):
             sys.stdout.write(USAGE)
             return 0
@@ -87,7 +95,7 @@ def main(argv: list[str]) -> int:
     except OSError as e:
         sys.stderr.write(f"weft serve: cannot listen on {path}: {e.strerror or e}\n")
         return 1
-    return Server(listener, owned, handoff.identity()).run()
+    return Server(listener, owned, handoff.identity(), cap).run()
 
 
 def _preload() -> None:
@@ -152,8 +160,11 @@ def _log(msg: str) -> None:
 
 
 class Server:
-    def __init__(self, listener: socket.socket, owned: str | None, ident: bytes) -> None:
+    def __init__(
+        self, listener: socket.socket, owned: str | None, ident: bytes, cap: int = MAX_CHILDREN
+    ) -> None:
         self.listener: socket.socket | None = listener
+        self.cap = cap
         self.owned = owned
         self.owned_ino = os.stat(owned).st_ino if owned else 0
         self.ident = ident
@@ -225,7 +236,7 @@ class Server:
         if self.listener is None:
             return
         fd = self.listener.fileno()
-        self.poll.register(fd, select.POLLIN if len(self.children) < MAX_CHILDREN else 0)
+        self.poll.register(fd, select.POLLIN if len(self.children) < self.cap else 0)
 
     def _accept(self) -> None:
         assert self.listener is not None
@@ -237,17 +248,17 @@ class Server:
                 time.sleep(0.05)  # EMFILE and friends: do not spin
             return
         try:
-            pid_, uid, _gid = _peercred(conn)
-            if uid != 0:
-                _log(f"refused peer pid={pid_} uid={uid}: only root is served")
+            peer, uid, _gid = proto.peer_credentials(conn)
+            if not proto.served(uid):
+                _log(f"refused peer pid={peer} uid={uid}: only root is served")
                 conn.close()
                 return
-            self._fork(conn)
+            self._fork(conn, peer)
         except OSError as e:
             _log(f"cannot serve a connection: {e}")
             conn.close()
 
-    def _fork(self, conn: socket.socket) -> None:
+    def _fork(self, conn: socket.socket, peer: int) -> None:
         report_r, report_w = os.pipe()
         os.set_blocking(report_r, False)
         sys.stdout.flush()
@@ -257,7 +268,7 @@ class Server:
             code = 70
             try:
                 os.close(report_r)
-                code = self._child(conn, report_w)
+                code = self._child(conn, peer, report_w)
             except BaseException:  # noqa: BLE001 - a child never returns into the loop
                 code = 70
             finally:
@@ -304,7 +315,7 @@ class Server:
                 # the child shares the connection (and its blocking mode): never wait
                 with contextlib.suppress(OSError):
                     child.conn.send(
-                        handoff.REPLY.pack(handoff.SIGNALED, signo), socket.MSG_DONTWAIT
+                        proto.REPLY.pack(proto.SIGNALED, signo), socket.MSG_DONTWAIT
                     )
             result = f"signal={signo}" + ("" if client_there else " (client gone)")
         else:
@@ -323,7 +334,7 @@ class Server:
 
     # ----------------------------------------------------------------------- child
 
-    def _child(self, conn: socket.socket, report: int) -> int:
+    def _child(self, conn: socket.socket, peer: int, report: int) -> int:
         signal.set_wakeup_fd(-1)
         for signo in (signal.SIGTERM, signal.SIGCHLD):
             signal.signal(signo, signal.SIG_DFL)
@@ -336,7 +347,7 @@ class Server:
             other.conn.close()
             os.close(other.report)
         try:
-            req = _receive(conn, self.ident)
+            req = _receive(conn, peer, self.ident)
         except Refused as e:
             _report(report, f"refused handshake: {e}")
             _refuse(conn)
@@ -355,12 +366,13 @@ class _OtherBuild(Exception):
 
 
 class _Request(NamedTuple):
-    fds: list[int]  # stdout, stderr, client netns[, pod netns]
+    fds: list[int]  # stdout, stderr[, pod netns]
     pod_netns_errno: int
     umask: int
     cwd: bytes
     env: dict[bytes, bytes]
     stdin: bytes
+    peer: int  # the client's pid
 
     def describe(self) -> str:
         """One report line; the values are not validated yet, so only printable, no spaces."""
@@ -371,59 +383,48 @@ class _Request(NamedTuple):
 
         return (
             f"request command={get(b'CNI_COMMAND')} container={get(b'CNI_CONTAINERID')}"
-            f" ifname={get(b'CNI_IFNAME')}"
+            f" ifname={get(b'CNI_IFNAME')} pid={self.peer}"
         )
 
 
-def _receive(conn: socket.socket, ident: bytes) -> _Request:
-    """Read and check the handshake (bounded sizes, fd count, deadline) and take the GO."""
+def _receive(conn: socket.socket, peer: int, ident: bytes) -> _Request:
+    """Read and check the handshake (bounded sizes, deadline), enter the client's
+    namespaces, accept, and take the GO with its descriptors."""
     deadline = time.monotonic() + HANDSHAKE_DEADLINE
     conn.settimeout(HANDSHAKE_DEADLINE)
     fds: list[int] = []
     try:
-        data, anc, flags, _ = conn.recvmsg(
-            handoff.REQUEST.size, socket.CMSG_SPACE(handoff.MAX_FDS * 4)
-        )
-        for level, kind, blob in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                blob = blob[: len(blob) - len(blob) % 4]
-                fds += list(memoryview(blob).cast("i"))
-        if flags & socket.MSG_CTRUNC:
-            raise Refused("too many file descriptors")
+        data = _recv_no_fds(conn, proto.REQUEST.size, deadline)
         if not data:
             raise Refused("closed before the request")
-        data += _recv_exact(conn, handoff.REQUEST.size - len(data), deadline)
-        magic, fl, netns_errno, umask, n_id, n_cwd, n_env, n_stdin = handoff.REQUEST.unpack(data)
-        if magic != handoff.MAGIC:
+        magic, fl, netns_errno, umask, n_id, n_cwd, n_env, n_stdin = proto.REQUEST.unpack(data)
+        if magic != proto.MAGIC:
             raise Refused("bad magic")
-        want = 4 if fl & handoff.FLAG_POD_NETNS else 3
-        if len(fds) != want:
-            raise Refused(f"{len(fds)} file descriptors, expected {want}")
         if (
-            n_id > handoff.MAX_IDENTITY
-            or n_cwd > handoff.MAX_CWD
-            or n_env > handoff.MAX_ENV
-            or n_stdin > handoff.MAX_STDIN
+            n_id > proto.MAX_IDENTITY
+            or n_cwd > proto.MAX_CWD
+            or n_env > proto.MAX_ENV
+            or n_stdin > proto.MAX_STDIN
         ):
             raise Refused(f"too large (identity {n_id}, cwd {n_cwd}, env {n_env}, stdin {n_stdin})")
-        client_ident = _recv_exact(conn, n_id, deadline)
-        cwd = _recv_exact(conn, n_cwd, deadline)
-        raw_env = _recv_exact(conn, n_env, deadline)
-        stdin = _recv_exact(conn, n_stdin, deadline)
+        client_ident = _recv_no_fds(conn, n_id, deadline)
+        cwd = _recv_no_fds(conn, n_cwd, deadline)
+        raw_env = _recv_no_fds(conn, n_env, deadline)
+        stdin = _recv_no_fds(conn, n_stdin, deadline)
         if client_ident != ident:
             raise _OtherBuild(client_ident.decode(errors="replace")[:80])
         env = _parse_env(raw_env)
-        try:  # before accepting: a namespace we cannot enter means the client runs it itself
-            netns.setns(fds[2], "the client's network namespace")
-        except CNIError as e:
-            raise Refused(str(e)) from None
-        conn.sendall(handoff.REPLY.pack(handoff.ACCEPTED, 0))
-        tag, _ = handoff.REPLY.unpack(_recv_exact(conn, handoff.REPLY.size, deadline))
-        if tag != handoff.GO:
+        _enter_client(conn, peer)  # before accepting: what fails here runs in-process
+        conn.sendall(proto.REPLY.pack(proto.ACCEPTED, 0))
+        tag, fds = _recv_go(conn, deadline)
+        if tag != proto.GO:
             raise Refused("no go")
+        want = proto.GO_FDS + (1 if fl & proto.FLAG_POD_NETNS else 0)
+        if len(fds) != want:
+            raise Refused(f"{len(fds)} file descriptors with the go, expected {want}")
         for fd in fds:
             os.set_inheritable(fd, False)
-        return _Request(fds, netns_errno, umask & 0o777, cwd, env, stdin)
+        return _Request(fds, netns_errno, umask & 0o777, cwd, env, stdin, peer)
     except (OSError, ValueError, EOFError) as e:
         for fd in fds:
             os.close(fd)
@@ -432,6 +433,125 @@ def _receive(conn: socket.socket, ident: bytes) -> _Request:
         for fd in fds:
             os.close(fd)
         raise
+
+
+def _enter_client(conn: socket.socket, peer: int) -> None:
+    """Join the client's mount namespace and root, then its network namespace, found through
+    its pid: config paths, the subnet file, the store, CNI_NETNS and the request's PATH then
+    mean what they mean to the runtime. Refused when the client is gone (its pid may name
+    another process by now), when a namespace cannot be entered, or when weft's own code is
+    not at the same place there (a late import would load something else, or nothing)."""
+    if peer <= 0:
+        raise Refused("the client's pid is not visible from the helper")
+    code = _code_root()
+    ours = os.stat(code)
+    opened: list[int] = []
+    try:
+        for what in ("ns/mnt", "root", "ns/net"):
+            opened.append(os.open(f"/proc/{peer}/{what}", os.O_RDONLY | os.O_CLOEXEC))
+        mnt, root, net = opened
+        # the client waits for our answer: while its end is open its pid is still its own,
+        # so what was just opened is the client's
+        alive = select.poll()
+        alive.register(conn.fileno(), select.POLLRDHUP)
+        if alive.poll(0):
+            raise Refused("the client went away before the accept")
+        # Entering the namespace the child is already in changes nothing, and the kernel
+        # refuses it to a process whose file-system state is shared (qemu-user's threads).
+        if not _same_file(os.fstat(mnt), os.stat("/proc/self/ns/mnt")) and (
+            _libc_setns(mnt, CLONE_NEWNS) != 0
+        ):
+            err = ctypes.get_errno()
+            raise Refused(f"cannot enter the client's mount namespace: {os.strerror(err)}")
+        os.fchdir(root)
+        os.chroot(".")
+        try:
+            theirs = os.stat(code)
+        except OSError as e:
+            raise Refused(f"weft's own files are not at {code} for the client: {e}") from None
+        if not _same_file(theirs, ours):
+            raise Refused(f"weft's own files at {code} are other files for the client")
+        try:
+            netns.setns(net, "the client's network namespace")
+        except CNIError as e:
+            raise Refused(str(e)) from None
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _code_root() -> str:
+    """Where this process loads its code from: the bundle, or the source tree."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if getattr(sys, "frozen", False) and bundle:
+        return str(bundle)
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _libc_setns(fd: int, nstype: int) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.setns(fd, nstype))
+
+
+def _recv_no_fds(conn: socket.socket, n: int, deadline: float) -> bytes:
+    """``n`` bytes of the request (b"" when the connection closes before the first byte of
+    the header); a descriptor sent with them (before the accept, against the protocol) is
+    closed and refuses the request."""
+    buf = bytearray()
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("handshake deadline passed")
+        conn.settimeout(left)
+        data, anc, flags, _ = conn.recvmsg(
+            min(n - len(buf), 1 << 20), socket.CMSG_SPACE(proto.MAX_FDS * 4)
+        )
+        sent = [fd for level, kind, blob in anc
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS
+                for fd in proto.fds_in(blob)]
+        for fd in sent:
+            os.close(fd)
+        if sent or flags & socket.MSG_CTRUNC:
+            raise Refused("file descriptors sent before the accept")
+        if not data:
+            if not buf and n == proto.REQUEST.size:
+                return b""
+            raise EOFError("connection closed mid-request")
+        buf += data
+    return bytes(buf)
+
+
+def _recv_go(conn: socket.socket, deadline: float) -> tuple[bytes, list[int]]:
+    """The client's answer to the accept and the descriptors that came with it."""
+    buf = bytearray()
+    fds: list[int] = []
+    try:
+        while len(buf) < proto.REPLY.size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no go before the handshake deadline")
+            conn.settimeout(left)
+            data, anc, flags, _ = conn.recvmsg(
+                proto.REPLY.size - len(buf), socket.CMSG_SPACE(proto.MAX_FDS * 4)
+            )
+            for level, kind, blob in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds += proto.fds_in(blob)
+            if flags & socket.MSG_CTRUNC:
+                raise Refused("too many file descriptors with the go")
+            if not data:
+                raise EOFError("connection closed before the go")
+            buf += data
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    tag, _ = proto.REPLY.unpack(bytes(buf))
+    return tag, fds
 
 
 def _parse_env(raw: bytes) -> dict[bytes, bytes]:
@@ -446,34 +566,20 @@ def _parse_env(raw: bytes) -> dict[bytes, bytes]:
     return env
 
 
-def _recv_exact(conn: socket.socket, n: int, deadline: float) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("handshake deadline passed")
-        conn.settimeout(left)
-        b = conn.recv(min(n - len(buf), 1 << 20))
-        if not b:
-            raise EOFError("connection closed mid-request")
-        buf += b
-    return bytes(buf)
-
-
 def _execute(conn: socket.socket, req: _Request, report: int) -> int:
     """Become the request's process, run it as the in-process path does, report the status."""
     import io
 
     from cni.__main__ import run
 
-    stdout, stderr, own_netns = req.fds[:3]  # already in the client's namespace (_receive)
-    os.close(own_netns)
+    stdout, stderr = req.fds[:2]  # already in the client's namespaces (_receive)
     os.environ.clear()
     for k, v in req.env.items():
         os.environb[k] = v
     pod = os.environ.get("CNI_NETNS") or ""
-    if pod.startswith("/"):
-        netns.adopt(pod, req.fds[3] if len(req.fds) > 3 else -1, req.pod_netns_errno)
+    pod_fd = req.fds[2] if len(req.fds) > 2 else -1
+    if pod.startswith("/") and (pod_fd >= 0 or req.pod_netns_errno):
+        netns.adopt(pod, pod_fd, req.pod_netns_errno)  # as the client found it
     os.umask(req.umask)
     if req.cwd:
         with contextlib.suppress(OSError):
@@ -503,21 +609,13 @@ def _execute(conn: socket.socket, req: _Request, report: int) -> int:
         os.dup2(0, 2)
         _report(report, _DONE)
         with contextlib.suppress(OSError):
-            conn.sendall(handoff.REPLY.pack(handoff.EXITED, code))
+            conn.sendall(proto.REPLY.pack(proto.EXITED, code))
     return code & 0xFF
 
 
 def _refuse(conn: socket.socket) -> None:
     with contextlib.suppress(OSError):
-        conn.sendall(handoff.REPLY.pack(handoff.REFUSED, 0))
-
-
-def _peercred(conn: socket.socket) -> tuple[int, int, int]:
-    import struct
-
-    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize(_UCRED))
-    pid, uid, gid = struct.unpack(_UCRED, raw)
-    return pid, uid, gid
+        conn.sendall(proto.REPLY.pack(proto.REFUSED, 0))
 
 
 def _report(fd: int, line: str) -> None:

@@ -4,7 +4,8 @@
 
 1. (container_id, ifname) holds nothing yet: the caller has checked, once for every range
    set, with :func:`refuse_duplicate`;
-2. a requested IP must lie in the set, must not be a gateway and must be free;
+2. a requested IP must lie in the set, must not be a gateway and must be free (one held
+   by an attachment ``reclaim`` approves is taken back first);
 3. otherwise walk :class:`ipam.ranges.RangeIter` from ``store.last_reserved_ip(range_id)``
    and take the first address ``store.reserve`` accepts (one O_EXCL create per probe, so a
    get() costs O(probes), never a scan of all reservations);
@@ -91,22 +92,17 @@ class Allocator:
         reclaim: Callable[[Reservation], bool] | None = None,
     ) -> Allocation:
         rs = self.range_set
-        store = self.store
         if requested_ip is not None:
             ip = parse_ip(requested_ip, "requested IP")
             r = rs.contains(ip)
             if r is None:
-                raise InvalidConfig(
-                    "requested IP not usable",
-                    f"{ip} is not in range set {rs.describe()}",
-                )
+                raise InvalidConfig(f"{ip} not in range set {rs.host_local_text()}")
             if ip == r.gateway:
-                raise InvalidConfig(
-                    "requested IP not usable", f"requested ip {ip} is subnet's gateway"
-                )
-            if not store.reserve(container_id, ifname, ip, self.range_id):
+                raise InvalidConfig(f"requested ip {ip} is subnet's gateway")
+            if not self._reserve_requested(container_id, ifname, ip, reclaim):
                 raise DuplicateAllocation(
-                    f"requested IP address {ip} is not available in range set {rs.describe()}"
+                    f"requested IP address {ip} is not available in range set "
+                    f"{rs.host_local_text()}"
                 )
             return Allocation(_iface(ip, r.subnet.prefixlen), r.gateway)
 
@@ -116,6 +112,26 @@ class Allocator:
         if got is None:
             raise RangeExhausted(exhausted_message(rs))
         return got
+
+    def _reserve_requested(
+        self,
+        container_id: str,
+        ifname: str,
+        ip: IPAddress,
+        reclaim: Callable[[Reservation], bool] | None,
+    ) -> bool:
+        """Claim ``ip``; when another attachment holds it, offer that one to ``reclaim``
+        (a pod pinned to its address that comes back after a crash gets it again)."""
+        store = self.store
+        if store.reserve(container_id, ifname, ip, self.range_id):
+            return True
+        if reclaim is None:
+            return False
+        holder = next((res for res in store.reservations() if res.ip == ip), None)
+        if holder is None or not reclaim(holder):
+            return False
+        store.release(ip)
+        return store.reserve(container_id, ifname, ip, self.range_id)
 
     def _walk(self, container_id: str, ifname: str) -> Allocation | None:
         store = self.store

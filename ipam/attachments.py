@@ -8,9 +8,11 @@ JSON record per attachment, beside host-local's files:
 ``<data_dir>/<network>/.weft/<sha256(containerID\\nifname)>.json``, for example
 ``{"bootID":"…","bridge":"cni0","containerID":"c1","hostVeth":"veth0123abcd456",
 "ifname":"eth0","ipMasq":true,"ips":["10.42.0.5/24"],"netns":"/var/run/netns/x",
-"podName":"web-0","podNamespace":"default"}`` (``podNamespace``/``podName`` only when the
-runtime passed them in CNI_ARGS). A dot-directory of JSON files: host-local never matches
-them. Written temp + fsync + rename, so a record is whole or absent.
+"netnsDevice":4,"netnsInode":4026532801,"podName":"web-0","podNamespace":"default"}``
+(``podNamespace``/``podName`` only when the runtime passed them in CNI_ARGS;
+``netnsDevice``/``netnsInode``, the identity of the namespace the netns path named at ADD,
+absent from records written before weft recorded it). A dot-directory of JSON files:
+host-local never matches them. Written temp + fsync + rename, so a record is whole or absent.
 
 A record is data from disk, never trusted: one that does not parse, whose fields have the
 wrong types, or whose name is not the hash of its own container id and ifname is noted in
@@ -33,6 +35,15 @@ from ipam.disk import validate_container_id, validate_ifname
 RECORDS_DIR = ".weft"
 
 
+class NetnsId(NamedTuple):
+    """A network namespace's identity: the device and inode of its nsfs file (``stat`` of
+    any path naming it, or of an fd open on it). A path is only a name: ``/proc/<pid>/ns/net``
+    names another namespace once the pid is reused, ``/run/netns/<name>`` once the name is."""
+
+    device: int
+    inode: int
+
+
 class Attachment(NamedTuple):
     """One attachment as ADD made it."""
 
@@ -46,6 +57,7 @@ class Attachment(NamedTuple):
     ips: tuple[IPInterface, ...]
     pod_namespace: str = ""  # K8S_POD_NAMESPACE / K8S_POD_NAME from CNI_ARGS, for operators
     pod_name: str = ""
+    netns_id: NetnsId | None = None  # None: recorded before weft recorded it
 
     @property
     def versions(self) -> set[int]:
@@ -67,6 +79,8 @@ class Attachment(NamedTuple):
             obj["podNamespace"] = self.pod_namespace
         if self.pod_name:
             obj["podName"] = self.pod_name
+        if self.netns_id is not None:
+            obj["netnsDevice"], obj["netnsInode"] = self.netns_id
         return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -83,6 +97,12 @@ class Attachment(NamedTuple):
             return v
 
         ips = field("ips", list)
+        netns_id = None
+        if "netnsDevice" in obj or "netnsInode" in obj:
+            dev, ino = field("netnsDevice", int), field("netnsInode", int)
+            if isinstance(dev, bool) or isinstance(ino, bool) or dev < 0 or ino < 0:
+                raise ValueError("netnsDevice/netnsInode: expected non-negative integers")
+            netns_id = NetnsId(dev, ino)
         if not all(isinstance(ip, str) and "%" not in ip for ip in ips):
             raise ValueError("ips: expected addresses with a prefix")
         return cls(
@@ -96,6 +116,7 @@ class Attachment(NamedTuple):
             ips=tuple(ipaddress.ip_interface(ip) for ip in ips),
             pod_namespace=field("podNamespace", str, ""),
             pod_name=field("podName", str, ""),
+            netns_id=netns_id,
         )
 
 

@@ -235,6 +235,10 @@ class DiskStore:
         """
         return [ip for ip, _ in self._owned(container_id, ifname)]
 
+    def has_file(self, ip: IPAddress) -> bool:
+        """Is there a file for ``ip`` at all (readable or not)?"""
+        return os.path.lexists(os.path.join(self.dir, str(ip)))
+
     def release(self, ip: IPAddress) -> None:
         if not isinstance(ip, IPAddress):
             raise InvalidConfig("invalid address", f"{ip!r}")

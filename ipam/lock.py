@@ -7,7 +7,7 @@ Two kinds of lock, both an exclusive ``flock()`` with a bounded wait (``FileLock
   writing attachment records, reclaim — and creating or re-addressing the bridge.  It is
   held only around that store work, never around a veth, a pod's addresses, routes or
   sysctls, so concurrent pods' kernel work overlaps (reclaim, rare, tears a stale
-  attachment down under it: ``cni.commands.reclaim_if_stale``);
+  attachment down under it: ``cni.commands.Reclaimer``);
 * the **attachment lock** of one (container id, ifname),
   ``<network dir>/.weft/locks/<sha256(id\nifname)>``: held for a whole ADD, DEL or CHECK of
   that attachment, so those stay all-or-nothing and ordered (a concurrent ADD and DEL of
@@ -21,9 +21,11 @@ network lock, GC and reclaim only ever *try* the attachment locks of what they t
 lock while holding anything, and no cycle of waits — no deadlock — is possible; GC may
 hold several attachment locks it won that way while it waits for the network lock again.
 
-Lock files of attachments are removed, so that they do not pile up one per pod: DEL
-unlinks its own while still holding it, GC those of attachments that no longer exist
-(after winning them with ``try_acquire``).  Unlinking a flock()ed file races with a
+Lock files of attachments are removed, so that they do not pile up one per pod and do
+not outlive their attachment whoever deletes it: DEL unlinks its own while still holding
+it, CHECK its own when weft has no record of the attachment, and the one GC path (CNI GC,
+``weft gc``, ADD's reclaim: ``cni.commands.collect``) those of attachments that no longer
+exist (after winning them with ``try_acquire``).  Unlinking a flock()ed file races with a
 process that opened the old file and is waiting on it; so an attachment lock, once
 acquired, checks that its path still names the file it locked and starts over if not
 (``removable``).  Whoever unlinks holds the lock, so at most one process ever holds the
@@ -67,6 +69,15 @@ if TYPE_CHECKING:
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
 ATTACHMENT_LOCKS_DIR = os.path.join(".weft", "locks")
+# host-local creates its ``lock`` with this mode (its flock library's), so whichever plugin
+# creates the file first, the store looks the same
+NETWORK_LOCK_MODE = 0o750
+ATTACHMENT_LOCK_MODE = 0o644
+
+
+def network_lock(path: str, timeout: float) -> FileLock:
+    """host-local's ``<network dir>/lock``."""
+    return FileLock(path, timeout, mode=NETWORK_LOCK_MODE)
 
 
 def attachment_lock(network_dir: str, key: str, timeout: float) -> FileLock:
@@ -87,12 +98,15 @@ def attachment_lock_keys(network_dir: str) -> list[str]:
 
 
 class FileLock:
-    __slots__ = ("path", "timeout", "removable", "_fd")
+    __slots__ = ("path", "timeout", "removable", "mode", "_fd")
 
-    def __init__(self, path: str, timeout: float, removable: bool = False) -> None:
+    def __init__(
+        self, path: str, timeout: float, removable: bool = False, mode: int = ATTACHMENT_LOCK_MODE
+    ) -> None:
         self.path = path
         self.timeout = max(0.0, float(timeout))
         self.removable = removable  # its file may be unlinked by whoever holds it
+        self.mode = mode  # of the file when this lock creates it
         self._fd: int | None = None
 
     @property
@@ -101,14 +115,14 @@ class FileLock:
 
     def _open(self) -> int:
         try:
-            return os.open(self.path, _OPEN_FLAGS, 0o644)
+            return os.open(self.path, _OPEN_FLAGS, self.mode)
         except FileNotFoundError:
             parent = os.path.dirname(self.path)
             if not parent:
                 raise IOFailure("opening lock file failed", f"{self.path}: no such file") from None
             try:
                 os.makedirs(parent, 0o755, exist_ok=True)
-                return os.open(self.path, _OPEN_FLAGS, 0o644)
+                return os.open(self.path, _OPEN_FLAGS, self.mode)
             except OSError as e:
                 raise os_error(e, "opening lock file", self.path) from None
         except OSError as e:

@@ -205,6 +205,11 @@ class RangeSet:
     def describe(self) -> str:
         return ", ".join(r.describe() for r in self.ranges)
 
+    def host_local_text(self) -> str:
+        """The set as host-local's errors about a requested address print it (its
+        ``RangeSet.String``): each range's configured start, gateway included."""
+        return ",".join(f"{r.range_start}-{r.range_end}" for r in self.ranges)
+
     def iterate(self, last_reserved_ip: IPAddress | None = None) -> RangeIter:
         """Candidates round robin, starting just after ``last_reserved_ip``."""
         return RangeIter(self, last_reserved_ip)

@@ -9,6 +9,12 @@ Flannel writes shell-style ``KEY=VALUE`` lines::
     FLANNEL_MTU=1450
     FLANNEL_IPMASQ=true
 
+flannel's own CNI plugin refuses a file that lacks a network, a subnet, ``FLANNEL_MTU`` or
+``FLANNEL_IPMASQ``, naming every key missing; so does this parser (:class:`SubnetFileIncomplete`,
+code 11, as for a file not written yet: flanneld writes them all, so a gap means a file still
+being written or one not written by flanneld, and filling it with a default would give pods
+the wrong MTU or masquerading).
+
 Accepted syntax: blank lines, ``#`` comment lines, an optional ``export`` prefix, optional
 matching single or double quotes around the value.  Unknown keys are ignored (their value is
 not interpreted).  Everything else that is malformed raises :class:`cnispec.errors.InvalidConfig`
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from cnispec.errors import InvalidConfig
+from cnispec.errors import InvalidConfig, TryAgainLater
 from cnispec.ip import IPInterface, IPNetwork
 from cnispec.rules import mtu_problem
 
@@ -92,6 +98,25 @@ class SubnetFile(
             f"SubnetFile(networks={self[0]!r}, subnet={self[1]!r}, ipv6_subnet={self[2]!r}, "
             f"mtu={self[3]!r}, ipmasq={self[4]!r})"
         )
+
+
+class SubnetFileIncomplete(TryAgainLater):
+    """A key flannel's CNI plugin requires is missing from the subnet file."""
+
+
+def missing_keys(present: set[str] | dict[str, str]) -> list[str]:
+    """The keys flannel's CNI plugin requires that ``present`` lacks, in its order; a
+    family-pair counts as present when either of its keys is."""
+    out: list[str] = []
+    for keys in (
+        ("FLANNEL_NETWORK", "FLANNEL_IPV6_NETWORK"),
+        ("FLANNEL_SUBNET", "FLANNEL_IPV6_SUBNET"),
+        ("FLANNEL_MTU",),
+        ("FLANNEL_IPMASQ",),
+    ):
+        if not any(k in present for k in keys):
+            out.append(" or ".join(keys))
+    return out
 
 
 def _bad(path: str, lineno: int, key: str, why: str) -> InvalidConfig:
@@ -190,19 +215,12 @@ def parse_subnet_file(text: str, path: str = "subnet.env") -> SubnetFile:
         k = "FLANNEL_SUBNET"
         iface = _parse_interface(values[k], 4, path, seen[k], k)
         assert isinstance(iface, ipaddress.IPv4Interface)
-        _check_within(iface, v4nets, "FLANNEL_NETWORK", path, seen[k], k)
         subnet = iface
     if "FLANNEL_IPV6_SUBNET" in values:
         k = "FLANNEL_IPV6_SUBNET"
         iface6 = _parse_interface(values[k], 6, path, seen[k], k)
         assert isinstance(iface6, ipaddress.IPv6Interface)
-        _check_within(iface6, v6nets, "FLANNEL_IPV6_NETWORK", path, seen[k], k)
         ipv6_subnet = iface6
-    if subnet is None and ipv6_subnet is None:
-        raise InvalidConfig(
-            "invalid flannel subnet file",
-            f"{path}: neither FLANNEL_SUBNET nor FLANNEL_IPV6_SUBNET is set",
-        )
 
     mtu: int | None = None
     if "FLANNEL_MTU" in values:
@@ -219,6 +237,18 @@ def parse_subnet_file(text: str, path: str = "subnet.env") -> SubnetFile:
         if v not in ("true", "false"):
             raise _bad(path, seen[k], k, f"expected true or false, got {values[k]!r}")
         ipmasq = v == "true"
+
+    missing = missing_keys(values)
+    if missing:
+        raise SubnetFileIncomplete(
+            "flannel's subnet file is incomplete", f"{path} is missing {', '.join(missing)}"
+        )
+    if subnet is not None:
+        k = "FLANNEL_SUBNET"
+        _check_within(subnet, v4nets, "FLANNEL_NETWORK", path, seen[k], k)
+    if ipv6_subnet is not None:
+        k = "FLANNEL_IPV6_SUBNET"
+        _check_within(ipv6_subnet, v6nets, "FLANNEL_IPV6_NETWORK", path, seen[k], k)
 
     return SubnetFile(tuple(v4nets + v6nets), subnet, ipv6_subnet, mtu, ipmasq)
 

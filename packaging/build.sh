@@ -31,13 +31,28 @@ if [ "${WEFT_ONEFILE:-0}" = 1 ]; then
     out="$DISTDIR/$name"
 else
     out="$DISTDIR/$name/$name"
-    # The build identity a `weft serve` helper and its clients compare (cni/handoff.py):
-    # the version plus a digest of every file of the bundle.
+    # The build identity a `weft serve` helper and its clients compare (cni/handoff.py), and
+    # what `weft --version` shows: the version, a digest of every file of the bundle, the
+    # architecture, the oldest glibc the bundle starts on (the highest GLIBC_ symbol version
+    # any of its ELF files needs) and whether it is a release build (packaging/release/) or a
+    # development build on this machine.
     version=$(cd "$root" && env -u PYTHONOPTIMIZE "$PYTHON" -S -c \
         'from cni.dispatch import PLUGIN_VERSION; print(PLUGIN_VERSION)')
     digest=$(cd "$DISTDIR/$name" && find . -type f ! -name weft.build-id -print0 | LC_ALL=C sort -z |
         xargs -0 sha256sum | sha256sum | cut -c1-40)
-    printf 'weft %s %s\n' "$version" "$digest" >"$DISTDIR/$name/_internal/weft.build-id"
+    case "${WEFT_RELEASE_ARCH:-$(uname -m)}" in
+    x86_64 | amd64) arch=amd64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) arch=$(uname -m) ;;
+    esac
+    glibc=$("$PYTHON" -S "$here/glibc_floor.py" "$DISTDIR/$name") || {
+        echo "build.sh: could not read the bundle's glibc floor (is readelf installed?)" >&2
+        exit 1
+    }
+    kind=dev
+    [ -z "${WEFT_RELEASE_ARCH:-}" ] || kind=release
+    printf 'weft %s %s arch=%s glibc=%s build=%s\n' "$version" "$digest" "$arch" "${glibc%% *}" \
+        "$kind" >"$DISTDIR/$name/_internal/weft.build-id"
 fi
 # smoke: the frozen binary must answer VERSION (no network, no env beyond CNI_COMMAND)
 v=$(env -i CNI_COMMAND=VERSION "$out" </dev/null)

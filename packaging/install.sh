@@ -39,6 +39,9 @@ PREFIX=${PREFIX:-/opt/cni}
 CNI_BIN_DIR=${CNI_BIN_DIR:-$PREFIX/bin}
 CNI_CONF_DIR=${CNI_CONF_DIR:-/etc/cni/net.d}
 WEFT_LIB_DIR=${WEFT_LIB_DIR:-$CNI_BIN_DIR/weft.d}
+# what to install: the bundle beside this script in an unpacked release tarball, else the
+# repo's `make build` output
+if [ -z "${WEFT_DIST:-}" ] && [ -x "$here/weft/weft" ]; then WEFT_DIST=$here/weft; fi
 WEFT_DIST=${WEFT_DIST:-$root/dist/weft}
 SYSTEMD_UNIT_DIR=${SYSTEMD_UNIT_DIR:-/etc/systemd/system}
 CONFLIST=10-weft.conflist
@@ -54,6 +57,26 @@ check_paths() {
     done
     [ -x "$WEFT_DIST/weft" ] && [ -d "$WEFT_DIST/_internal" ] \
         || die "$WEFT_DIST is not a built onedir tree (run packaging/build.sh / make build)"
+}
+
+# A bundle runs only on the architecture it was built for: refuse another one before anything
+# is installed (the build wrote its architecture into _internal/weft.build-id).
+machine_arch() {
+    case "$(uname -m)" in
+    x86_64) echo amd64 ;;
+    aarch64 | arm64) echo arm64 ;;
+    *) uname -m ;;
+    esac
+}
+
+check_arch() {
+    _id="$WEFT_DIST/_internal/weft.build-id"
+    [ -f "$_id" ] || return 0
+    _arch=$(tr ' ' '\n' <"$_id" | sed -n 's/^arch=//p')
+    [ -n "$_arch" ] || return 0
+    _machine=$(machine_arch)
+    [ "$_arch" = "$_machine" ] ||
+        die "this weft bundle is for linux/$_arch, this machine is linux/$_machine: install the linux-$_machine release"
 }
 
 # A k3s bin dir is k3s's to create (data/<hash>/bin, with data/current a link to it): refuse
@@ -189,6 +212,7 @@ install_units() {
 # <<< weft serve helper ------------------------------------------------------------------
 
 check_paths
+check_arch
 check_k3s_bin_dir
 make_destdir
 

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 APT_PKGS=(iproute2 iptables iputils-ping procps util-linux e2fsprogs gcc libc6-dev make containerd runc
-          containernetworking-plugins busybox-static golang-go golang-github-appc-cni-dev kmod)
+          containernetworking-plugins busybox-static golang-go golang-github-appc-cni-dev kmod
+          binutils debootstrap qemu-user-static binfmt-support)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

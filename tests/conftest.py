@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import Node, delete_netns, guard_machine_paths, new_netns
+from tests.netns import Node, delete_netns, guard_machine_paths, nat_table, new_netns
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
     ns = new_netns("wt")
-    n = Node(ns, tmp_path)
+    n = Node(ns, tmp_path, nat_before=nat_table(ns))
     n.write_subnet()
     try:
         yield n

@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -447,6 +448,7 @@ class Node:
     subnet_x: int = 0
     plugin: str = PLUGIN
     pods: list[Netns] = field(default_factory=list)
+    nat_before: list[str] | None = None  # nat_table when set up, for nat_left
 
     @property
     def subnet_file(self) -> Path:
@@ -552,18 +554,46 @@ def pod_addr(pod: Netns, dev: str = "eth0") -> list[str]:
     return [a.split("/")[0] for a in pod.addrs(dev)]
 
 
-def nat_mentions(node: Node, cid: str) -> list[str]:
-    """Rules/chains of the node's nat table that belong to ``cid`` (comment or chain)."""
-    chain = "WEFT-" + hashlib.sha256(f"{NETWORK_NAME}\0{cid}".encode()).hexdigest()[:20]
-    return [
-        ln
-        for ln in node.ns.iptables_save("nat").splitlines()
-        if f'id: {cid}"' in ln or f"id: {cid} " in ln or chain in ln
+_COUNTERS = re.compile(r"\[\d+:\d+\]$")
+
+
+def nat_table(ns: Netns) -> list[str]:
+    """The whole nat table of ``ns``, IPv4 (``iptables-save``) and IPv6 (``ip6tables-save``):
+    every chain and rule, each line prefixed with its family, without the save's timestamp
+    comments and with chain counters zeroed, so two snapshots differ only by rules and
+    chains. Whoever wrote a rule and whatever it is called, a diff of two snapshots shows it."""
+    out: list[str] = []
+    for family, tool in (("ipv4", "iptables-save"), ("ipv6", "ip6tables-save")):
+        for line in ns.run(tool, "-t", "nat").stdout.splitlines():
+            if line and not line.startswith("#"):
+                out.append(f"{family} {_COUNTERS.sub('[0:0]', line)}")
+    return out
+
+
+def nat_diff(before: list[str], after: list[str]) -> list[str]:
+    """What differs between two ``nat_table`` snapshots: '- line' gone, '+ line' new."""
+    return [f"- {ln}" for ln in before if ln not in after] + [
+        f"+ {ln}" for ln in after if ln not in before
     ]
 
 
-def weft_nat_lines(node: Node) -> list[str]:
-    return [ln for ln in node.ns.iptables_save("nat").splitlines() if "WEFT-" in ln]
+def nat_left(node: Node) -> list[str]:
+    """How the node's nat table differs from when the node was set up ([] = nothing left)."""
+    assert node.nat_before is not None, "the node's fixture takes the nat table's first snapshot"
+    return nat_diff(node.nat_before, nat_table(node.ns))
+
+
+def masq_chain_of(cid: str, network: str = NETWORK_NAME) -> str:
+    """The reference bridge plugin's masquerade chain of a container (libcni's
+    FormatChainName: CNI- and sha512 of network name + container id, 28 characters)."""
+    return ("CNI-" + hashlib.sha512(f"{network}{cid}".encode()).hexdigest())[:28]
+
+
+def nat_mentions(node: Node, cid: str) -> list[str]:
+    """Lines of the node's nat table (both families) that belong to ``cid``: its chain, or
+    a rule whose comment names it."""
+    chain = masq_chain_of(cid)
+    return [ln for ln in nat_table(node.ns) if f'id: \\"{cid}\\"' in ln or chain in ln]
 
 
 def records(node: Node, network: str = NETWORK_NAME) -> dict[str, dict[str, Any]]:

@@ -17,6 +17,9 @@ from tests.netns import (
     Node,
     cni_env,
     delete_netns,
+    host_veth_name,
+    masq_chain_of,
+    nat_left,
     netconf,
     reference_plugin,
     subnet_env,
@@ -146,7 +149,7 @@ def test_add_into_existing_ifname_fails_cleanly(node: Node) -> None:
 
 
 def test_exhaustion_on_a_slash_29(node: Node) -> None:
-    node.write_subnet(subnet_env("10.42.5.1/29", ipmasq=None))
+    node.write_subnet(subnet_env("10.42.5.1/29", ipmasq=False))
     pods = [node.pod() for _ in range(6)]
     got = [ok(node.add(p, f"c{i}"))["ips"][0]["address"] for i, p in enumerate(pods[:5])]
     assert sorted(got) == [f"10.42.5.{n}/29" for n in range(2, 7)]
@@ -178,12 +181,12 @@ def test_dual_stack(node: Node) -> None:
 def test_force_address_after_subnet_change(node: Node) -> None:
     p1, p2 = node.pod(), node.pod()
     ok(node.add(p1, "c1"))
-    node.write_subnet(subnet_env("10.42.9.1/24", ipmasq=None))
+    node.write_subnet(subnet_env("10.42.9.1/24", ipmasq=False))
     res = ok(node.add(p2, "c2"))
     assert res["ips"][0]["address"] == "10.42.9.2/24"
     assert node.ns.addrs("cni0") == ["10.42.9.1/24"]
     # without forceAddress the stale gateway is a clear error, and nothing is left behind
-    node.write_subnet(subnet_env("10.42.10.1/24", ipmasq=None))
+    node.write_subnet(subnet_env("10.42.10.1/24", ipmasq=False))
     p3 = node.pod()
     e = err(node.add(p3, "c3", node.conf(forceAddress=False)), 7)
     assert "already has an IP address different from 10.42.10.1/24" in e["msg"]
@@ -206,18 +209,26 @@ def test_every_version_add_check_del(node: Node, version: str) -> None:
     assert node.reservations() == {} and node.veths() == []
 
 
-def test_ip_masq_rule_added_and_removed(node: Node) -> None:
+def test_ip_masq_rules_are_the_reference_bridges_and_del_removes_them(node: Node) -> None:
+    """The chain, comment and rule shapes are the reference bridge plugin's (its
+    FormatChainName/FormatComment, and iptables-save's form of its rules), and DEL leaves
+    the whole nat table as it was."""
     pod = node.pod()
     conf = node.conf(ipMasq=True)
     res = ok(node.add(pod, "c1", conf))
-
-    nat = node.ns.iptables_save
-    rules = nat()
-    assert "-A POSTROUTING -s 10.42.0.2/32" in rules and "name: cbr0 id: c1" in rules
-    assert "MASQUERADE" in rules
+    chain = masq_chain_of("c1")
+    comment = '--comment "name: \\"cbr0\\" id: \\"c1\\""'
+    assert sorted(nat_left(node)) == sorted(
+        [
+            f"+ ipv4 :{chain} - [0:0]",
+            f"+ ipv4 -A POSTROUTING -s 10.42.0.2/32 -m comment {comment} -j {chain}",
+            f"+ ipv4 -A {chain} -d 10.42.0.0/24 -m comment {comment} -j ACCEPT",
+            f"+ ipv4 -A {chain} ! -d 224.0.0.0/4 -m comment {comment} -j MASQUERADE",
+        ]
+    )
     ok(node.check(pod, "c1", res, conf))
     ok(node.delete(pod, "c1", conf))
-    assert "c1" not in nat() and "WEFT-" not in nat()
+    assert nat_left(node) == []
 
 
 def test_missing_subnet_file_is_try_again_and_malformed_is_7(node: Node) -> None:
@@ -225,7 +236,7 @@ def test_missing_subnet_file_is_try_again_and_malformed_is_7(node: Node) -> None
     node.subnet_file.unlink()
     e = err(node.add(pod, "c1"), 11)
     assert "flannel has not written the subnet file yet" in e["msg"]
-    node.write_subnet(subnet_env("10.43.0.1/24", mtu=None, ipmasq=None))
+    node.write_subnet(subnet_env("10.43.0.1/24"))
     e = err(node.add(pod, "c1"), 7)
     assert "subnet.env:2" in (e["msg"] + e.get("details", ""))  # names the line
     assert node.veths() == [] and node.reservations() == {} and "eth0" not in pod.links()
@@ -279,6 +290,31 @@ def test_interoperates_with_reference_host_local_store(node: Node) -> None:
     assert "eth0" not in pod_ref.links()
 
 
+def test_check_of_a_pod_the_reference_made_passes_and_leaves_no_lock(node: Node) -> None:
+    """weft finds the reference's randomly named host veth as the reference does, by the
+    pod eth0's peer; and it takes no lock file it would leave behind for that pod."""
+    pod = node.pod()
+    ref_conf = netconf(reference_plugin(node.subnet_file.read_text(), node.data_dir))
+    ref = subprocess.run(
+        ["ip", "netns", "exec", node.ns.name, "/usr/lib/cni/bridge"],
+        input=json.dumps(ref_conf),
+        text=True,
+        env=cni_env("ADD", "ref1", pod.path),
+        check=True,
+        capture_output=True,
+    )
+    res = json.loads(ref.stdout)
+    assert res["interfaces"][1]["name"] != host_veth_name("ref1")
+    ok(node.check(pod, "ref1", res))
+    assert node.weft_files() == []
+    # a real drift is still one: the host end off the bridge
+    node.ns.run("ip", "link", "set", res["interfaces"][1]["name"], "nomaster")
+    e = err(node.check(pod, "ref1", res), 102)
+    assert e["msg"] == f"host veth {res['interfaces'][1]['name']} is not attached to cni0"
+    assert node.weft_files() == []
+    ok(node.delete(pod, "ref1"))
+
+
 def test_del_never_deletes_what_a_forged_record_names(node: Node) -> None:
     """A record is data from disk: one naming the bridge as "hostVeth" can't take it down."""
     pod = node.pod()
@@ -318,6 +354,8 @@ def test_attachment_record_on_disk_names_the_kubernetes_pod(node: Node) -> None:
         "ips": [res["ips"][0]["address"]],
         "podNamespace": "kube-system",
         "podName": "coredns-7b98449c4-x2x9z",
+        "netnsDevice": os.stat(pod.path).st_dev,  # which namespace the path named at ADD
+        "netnsInode": os.stat(pod.path).st_ino,
     }
     assert "podNamespace" not in recs["bare1"] and "podName" not in recs["bare1"]
     ok(node.delete(pod, "k8s1", env={"CNI_ARGS": args}))

@@ -19,7 +19,7 @@ from tests.operator.test_operator import EARLIER_BOOT, ok_add, pod_args, set_boo
 
 pytestmark = pytest.mark.root
 
-SLASH_29 = subnet_env("10.42.5.1/29", ipmasq=None)
+SLASH_29 = subnet_env("10.42.5.1/29", ipmasq=False)
 POOL = {f"10.42.5.{i}" for i in range(2, 7)}
 ISO_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z weft\[\d+\] \w+ ")
 
@@ -186,7 +186,7 @@ def test_force_address_warns_how_many_pods_are_left_on_the_old_subnet(node: Node
     p1, p2, p3 = node.pod(), node.pod(), node.pod()
     ok_add(node, p1, "c1")
     ok_add(node, p2, "c2")
-    node.write_subnet(subnet_env("10.42.9.1/24", ipmasq=None))
+    node.write_subnet(subnet_env("10.42.9.1/24", ipmasq=False))
     out = node.add(p3, "c3")
     assert out.rc == 0, out
     assert node.ns.addrs("cni0") == ["10.42.9.1/24"]

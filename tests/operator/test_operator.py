@@ -55,7 +55,7 @@ def person(node: Node, *args: str) -> Outcome:
     env = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "WEFT_CONF_DIRS": str(node.tmp / "net.d"),
-        "WEFT_HELPER_SOCKET": str(node.tmp / "weft.sock"),
+        "WEFT_SOCKET": str(node.tmp / "weft.sock"),
     }
     if os.environ.get("WEFT_PYTHON"):
         env["WEFT_PYTHON"] = os.environ["WEFT_PYTHON"]

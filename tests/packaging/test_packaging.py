@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import Node, delete_netns, new_netns
+from tests.netns import Node, delete_netns, nat_left, nat_mentions, nat_table, new_netns
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGING = ROOT / "packaging"
@@ -367,7 +367,7 @@ def test_k3s_bin_dir_must_be_a_real_k3s_bin_dir(
 @pytest.fixture
 def frozen_node(dist: Path, tmp_path: Path) -> Iterator[Node]:
     ns = new_netns("wp")
-    node = Node(ns, tmp_path, plugin=str(dist / "weft"))
+    node = Node(ns, tmp_path, plugin=str(dist / "weft"), nat_before=nat_table(ns))
     node.write_subnet()
     try:
         yield node
@@ -389,11 +389,10 @@ def test_frozen_add_check_del(frozen_node: Node) -> None:
     res = r.json
     assert res["ips"][0]["address"] == "10.42.0.2/24"
     assert pod.addrs("eth0") == ["10.42.0.2/24"]
-    nat = node.ns.run("iptables-save", "-t", "nat").stdout
-    assert f"id: {cid}" in nat
+    assert nat_mentions(node, cid) and nat_left(node)
     r = node.check(pod, cid, res, conf)
     assert r.rc == 0, (r.stdout, r.stderr)
     r = node.delete(pod, cid, conf)
     assert r.rc == 0, (r.stdout, r.stderr)
     assert node.veths() == [] and node.reservations() == {}
-    assert f"id: {cid}" not in node.ns.run("iptables-save", "-t", "nat").stdout
+    assert nat_left(node) == []

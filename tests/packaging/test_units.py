@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cni import handoff
+from cni import helperproto
 from tests.packaging.test_packaging import _sh, _tree, dist  # noqa: F401 - fixture
 from tests.serve._support import Helper, identity_of, version_request, wait_for
 
@@ -38,7 +38,7 @@ def test_units_installed_filled_in_and_removed(dist: Path, tmp_path: Path) -> No
     assert p.returncode == 0, p.stderr
     units = _units(dest)
     sock, svc = units["weft.socket"], units["weft.service"]
-    assert sock["ListenStream"] == handoff.DEFAULT_SOCKET
+    assert sock["ListenStream"] == helperproto.DEFAULT_SOCKET
     assert (sock["SocketMode"], sock["DirectoryMode"], sock["SocketUser"]) == ("0600", "0700",
                                                                               "root")
     assert sock["WantedBy"] == "sockets.target"

@@ -21,6 +21,7 @@ from tests.netns import (
     delete_netns,
     host_veth_name,
     nat_mentions,
+    nat_table,
     new_netns,
     node_veths,
     owners,
@@ -129,7 +130,8 @@ def assert_there(node: Node, pod: Netns, cid: str, ip: str, ifname: str = "eth0"
 def extra_node(tmp: Path, subnet: str | None = None) -> Iterator[Node]:
     """A second sandbox node (prefix ``wr``) for tests that need several."""
     tmp.mkdir(parents=True, exist_ok=True)
-    n = Node(new_netns("wr"), tmp)
+    ns = new_netns("wr")
+    n = Node(ns, tmp, nat_before=nat_table(ns))
     n.write_subnet(subnet)
     try:
         yield n

@@ -18,6 +18,7 @@ import pytest
 from tests.netns import (
     Node,
     delete_netns,
+    nat_left,
     nat_mentions,
     node_veths,
     owners,
@@ -27,7 +28,6 @@ from tests.netns import (
     records_for,
     reserved_by,
     tree,
-    weft_nat_lines,
 )
 from tests.robustness._support import (
     assert_gone,
@@ -88,7 +88,7 @@ def test_add_killed_at_step_then_cleanup_leaves_nothing(
     try:
         assert_gone(node, pod, cid)
         assert owners(node) == {} and records(node) == {} and node_veths(node) == set()
-        assert weft_nat_lines(node) == []
+        assert nat_left(node) == []
         assert pod_links(pod) == set()
     except AssertionError:
         leaks = 1
@@ -241,7 +241,7 @@ def test_random_sigkill_never_leaves_a_half_written_reservation(node: Node) -> N
             assert who == f"{cid}\r\neth0", (ip, who)  # complete, and ours
         expect_ok_empty(node.delete(pod, cid, node.conf(ipMasq=i % 2 == 0)))
         assert_gone(node, pod, cid)
-        assert owners(node) == {} and node_veths(node) == set() and weft_nat_lines(node) == []
+        assert owners(node) == {} and node_veths(node) == set() and nat_left(node) == []
         node.pods.remove(pod)
         delete_netns(pod)
     bump("crash.random_kills", landed)

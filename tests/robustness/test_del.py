@@ -13,10 +13,10 @@ from tests.netns import (
     Netns,
     Node,
     delete_netns,
+    nat_left,
     node_veths,
     owners,
     records,
-    weft_nat_lines,
 )
 from tests.robustness._support import (
     assert_gone,
@@ -95,7 +95,7 @@ def test_del_succeeds_whatever_is_already_gone(node: Node, what: str) -> None:
         bump("del.calls_ok")
     assert veth not in node_veths(node)
     assert owners(node) == {} and records(node) == {}
-    assert weft_nat_lines(node) == []
+    assert nat_left(node) == []
     assert_gone(node, pod if netns else None, "gone")
     bump("del.scenarios")
 

@@ -43,12 +43,12 @@ from tests.netns import (
     PLUGIN,
     Node,
     Outcome,
+    nat_table,
     node_veths,
     owners,
     pod_links,
     records,
     tree,
-    weft_nat_lines,
 )
 from tests.robustness._support import (
     Malformed,
@@ -108,7 +108,7 @@ class Sandbox:
             "records": sorted(records(self.node)),
             "base": pod_links(self.base_pod),
             "target": pod_links(self.target),
-            "nat": weft_nat_lines(self.node),
+            "nat": nat_table(self.node.ns),
             "files": files,
         }
 

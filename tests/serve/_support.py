@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cni import handoff
+from cni import handoff, helperproto
 from tests.netns import PLUGIN, Node, Outcome
 
-SERVED = re.compile(r"\]: request command=(\S+) container=(\S+) ifname=\S+ (\S+)")
+SERVED = re.compile(r"\]: request command=(\S+) container=(\S+) ifname=\S+ pid=\d+ (\S+)")
 
 
 def identity_of(plugin: str) -> bytes:
@@ -151,7 +151,7 @@ class Helper:
 
 
 def via(helper: Helper) -> dict[str, str]:
-    return {handoff.SOCKET_ENV: str(helper.sock)}
+    return {helperproto.SOCKET_ENV: str(helper.sock)}
 
 
 def spawn(node: Node, command: str, conf: dict[str, object], cid: str, netns: str,
@@ -207,10 +207,10 @@ def wait_for(pred: object, timeout: float = 30.0, what: str = "condition") -> No
 # ----------------------------------------------------------------------- raw protocol
 
 
-def request_bytes(identity: bytes, env: dict[str, str], stdin: bytes, n_fds: int = 3,
-                  flags: int = 0, cwd: bytes = b"/", magic: bytes = handoff.MAGIC) -> bytes:
+def request_bytes(identity: bytes, env: dict[str, str], stdin: bytes, flags: int = 0,
+                  cwd: bytes = b"/", magic: bytes = helperproto.MAGIC) -> bytes:
     raw_env = b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items())
-    head = handoff.REQUEST.pack(magic, flags, 0, 0o022, len(identity), len(cwd), len(raw_env),
+    head = helperproto.REQUEST.pack(magic, flags, 0, 0o022, len(identity), len(cwd), len(raw_env),
                                 len(stdin))
     return head + identity + cwd + raw_env + stdin
 
@@ -225,36 +225,35 @@ def connect(sock: Path, timeout: float = 10.0) -> socket.socket:
 def send_with_fds(s: socket.socket, data: bytes, fds: list[int]) -> None:
     anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))] if fds else []
     sent = s.sendmsg([data], anc)
-    s.sendall(data[sent:])
+    if sent < len(data):  # never an empty send: the peer may have finished and closed
+        s.sendall(data[sent:])
 
 
 def recv_reply(s: socket.socket) -> tuple[bytes, int] | None:
     """The helper's next reply, or None when it closed the connection."""
     buf = b""
-    while len(buf) < handoff.REPLY.size:
-        b = s.recv(handoff.REPLY.size - len(buf))
+    while len(buf) < helperproto.REPLY.size:
+        b = s.recv(helperproto.REPLY.size - len(buf))
         if not b:
             return None
         buf += b
-    tag, value = handoff.REPLY.unpack(buf)
+    tag, value = helperproto.REPLY.unpack(buf)
     return tag, value
 
 
 def version_request(sock: Path, identity: bytes) -> tuple[int, bytes]:
     """A whole VERSION request spoken by hand: (exit code, stdout)."""
     r, w = os.pipe()
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         s = connect(sock)
         try:
-            send_with_fds(s, request_bytes(identity, {"CNI_COMMAND": "VERSION"}, b""),
-                          [w, w, own])
+            s.sendall(request_bytes(identity, {"CNI_COMMAND": "VERSION"}, b""))
+            assert recv_reply(s) == (helperproto.ACCEPTED, 0)
+            send_with_fds(s, helperproto.REPLY.pack(helperproto.GO, 0), [w, w])
             os.close(w)
             w = -1
-            assert recv_reply(s) == (handoff.ACCEPTED, 0)
-            s.sendall(handoff.REPLY.pack(handoff.GO, 0))
             reply = recv_reply(s)
-            assert reply is not None and reply[0] == handoff.EXITED, reply
+            assert reply is not None and reply[0] == helperproto.EXITED, reply
         finally:
             s.close()
         out = b""
@@ -263,6 +262,5 @@ def version_request(sock: Path, identity: bytes) -> tuple[int, bytes]:
         return reply[1], out
     finally:
         os.close(r)
-        os.close(own)
         if w >= 0:
             os.close(w)

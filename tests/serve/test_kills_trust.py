@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cni import handoff
+from cni import helperproto
 from tests.netns import Node
 from tests.serve._support import (
     Helper,
@@ -206,9 +206,26 @@ def _expect_closed_without_accept(
         if end:
             s.shutdown(socket.SHUT_WR)
         reply = recv_reply(s)
-        assert reply is None or reply[0] != handoff.ACCEPTED, reply
+        assert reply is None or reply[0] != helperproto.ACCEPTED, reply
     except (BrokenPipeError, ConnectionResetError):
         pass
+    finally:
+        s.close()
+
+
+def _refused_at_the_go(sock: Path, data: bytes, go: bytes, fds: list[int]) -> None:
+    """Send ``data``; the helper accepts; answer ``go`` with ``fds``: it must refuse (or
+    close) and run nothing."""
+    s = connect(sock)
+    try:
+        s.sendall(data)
+        assert recv_reply(s) == (helperproto.ACCEPTED, 0)
+        try:
+            send_with_fds(s, go, fds)  # and no shutdown: a hang-up kills the child unlogged
+            reply = recv_reply(s)
+        except (BrokenPipeError, ConnectionResetError):  # closed with our bytes unread
+            reply = None
+        assert reply is None or reply[0] == helperproto.REFUSED, reply
     finally:
         s.close()
 
@@ -216,33 +233,40 @@ def _expect_closed_without_accept(
 def test_oversized_and_malformed_handshakes_are_refused(tmp_path: Path) -> None:
     with Helper(tmp_path).start() as helper:
         ident = identity_of(helper.plugin)
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        null = os.open(os.devnull, os.O_RDWR)
         try:
-            three = [1, 2, own]
             env = {"CNI_COMMAND": "VERSION"}
             cases = [
-                request_bytes(ident, {"X": "y" * (handoff.MAX_ENV + 1)}, b""),
-                request_bytes(ident, env, b" " * (handoff.MAX_STDIN + 1)),
+                request_bytes(ident, {"X": "y" * (helperproto.MAX_ENV + 1)}, b""),
+                request_bytes(ident, env, b" " * (helperproto.MAX_STDIN + 1)),
                 request_bytes(ident, env, b"", magic=b"EVIL"),
                 request_bytes(ident * 100, env, b""),
-                handoff.REQUEST.pack(handoff.MAGIC, 0, 0, 0, 0, 0, 2**31, 0),
-                handoff.REQUEST.pack(handoff.MAGIC, 0, 0, 0o22, len(ident), 1, 3, 0)
+                helperproto.REQUEST.pack(helperproto.MAGIC, 0, 0, 0, 0, 0, 2**31, 0),
+                helperproto.REQUEST.pack(helperproto.MAGIC, 0, 0, 0o22, len(ident), 1, 3, 0)
                 + ident + b"/" + b"A=b",  # environment entry without its NUL
-                handoff.REQUEST.pack(handoff.MAGIC, 0, 0, 0o22, len(ident), 1, 4, 0)
+                helperproto.REQUEST.pack(helperproto.MAGIC, 0, 0, 0o22, len(ident), 1, 4, 0)
                 + ident + b"/" + b"=no\0",  # entry without a name
             ]
             for data in cases:
-                _expect_closed_without_accept(helper.sock, data, three)
-            for fds in ([], [1], [1, 2], [1, 2, own, own, own], [1, 2, own] * 4):
+                _expect_closed_without_accept(helper.sock, data, [])
+            # no descriptor may come before the accept, however many
+            for fds in ([null], [null, null], [null] * 3, [null] * 4, [null] * 12):
                 _expect_closed_without_accept(
                     helper.sock, request_bytes(ident, env, b""), fds)
-            # the pod-netns flag promises a fourth fd
-            _expect_closed_without_accept(
-                helper.sock, request_bytes(ident, env, b"", flags=1), three)
+            go = helperproto.REPLY.pack(helperproto.GO, 0)
+            ok = request_bytes(ident, env, b"")
+            # the go carries stdout and stderr, and the pod netns when the flag says so
+            for fds in ([], [null], [null] * 3, [null] * 4, [null] * 12):
+                _refused_at_the_go(helper.sock, ok, go, fds)
+            _refused_at_the_go(helper.sock, request_bytes(ident, env, b"", flags=1), go,
+                               [null, null])
+            # anything but a go, or half of one
+            _refused_at_the_go(helper.sock, ok, helperproto.REPLY.pack(b"Z", 0), [null, null])
+            _refused_at_the_go(helper.sock, ok, go[:2], [null, null])
         finally:
-            os.close(own)
+            os.close(null)
         assert helper.served() == []
-        assert helper.log().count("refused handshake") >= 12
+        assert helper.log().count("refused handshake") == 20, helper.log()
         wait_for(lambda: helper.children() == [], what="refused children reaped")
         assert helper.zombies() == []
         assert version_request(helper.sock, ident)[0] == 0
@@ -257,7 +281,7 @@ def test_slow_handshake_times_out_and_others_are_served_meanwhile(tmp_path: Path
         t0 = time.monotonic()
         assert version_request(helper.sock, ident)[0] == 0  # not blocked by the slow one
         # refused and closed by the helper at its deadline
-        assert slow.recv(16) in (b"", handoff.REPLY.pack(handoff.REFUSED, 0))
+        assert slow.recv(16) in (b"", helperproto.REPLY.pack(helperproto.REFUSED, 0))
         waited = time.monotonic() - t0
         slow.close()
         assert waited < 30
@@ -278,8 +302,8 @@ def fuzz_helper(tmp_path_factory: pytest.TempPathFactory) -> Helper:
     data=st.one_of(
         st.binary(max_size=200),
         st.builds(
-            lambda fl, e, um, a, b, c, d, tail: handoff.REQUEST.pack(
-                handoff.MAGIC, fl, e, um, a, b, c, d) + tail,
+            lambda fl, e, um, a, b, c, d, tail: helperproto.REQUEST.pack(
+                helperproto.MAGIC, fl, e, um, a, b, c, d) + tail,
             st.integers(0, 0xFFFF), st.integers(-2**31, 2**31 - 1), st.integers(0, 0xFFFF),
             st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1),
             st.integers(0, 2**32 - 1), st.binary(max_size=100),

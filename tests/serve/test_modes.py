@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from cni import handoff
+from cni import handoff, helperproto
 from tests.netns import Node
 from tests.serve._support import (
     Helper,
@@ -54,7 +54,7 @@ def test_add_check_del_through_the_helper_match_in_process(node: Node, tmp_path:
     with Helper(tmp_path).start() as helper:
         a, b = node.pod(), node.pod()
         res_h = ok(node.add(a, "via-helper", env=via(helper)))
-        res_p = ok(node.add(b, "in-process", env={handoff.SOCKET_ENV: "off"}))
+        res_p = ok(node.add(b, "in-process", env={helperproto.SOCKET_ENV: "off"}))
         assert _normalised(res_h) == _normalised(res_p)
         assert [s[:2] for s in helper.served()] == [("ADD", "via-helper")]
         # the pod really got its address, read from the kernel
@@ -62,7 +62,7 @@ def test_add_check_del_through_the_helper_match_in_process(node: Node, tmp_path:
         assert ok(node.check(a, "via-helper", res_h, env=via(helper))) is None
         assert ok(node.check(b, "in-process", res_p, env=via(helper))) is None
         assert ok(node.delete(a, "via-helper", env=via(helper))) is None
-        assert ok(node.delete(b, "in-process", env={handoff.SOCKET_ENV: "off"})) is None
+        assert ok(node.delete(b, "in-process", env={helperproto.SOCKET_ENV: "off"})) is None
         assert node.veths() == []
         assert node.reservations() == {}
         assert [s[0] for s in helper.served()] == ["ADD", "CHECK", "CHECK", "DEL"]
@@ -83,7 +83,7 @@ def test_errors_are_the_same_bytes_and_exit_codes(
     with Helper(tmp_path).start() as helper:
         pod = node.pod()
         h = node.exec("ADD", stdin, "err", pod.path, env={**via(helper), **env})
-        p = node.exec("ADD", stdin, "err", pod.path, env={handoff.SOCKET_ENV: "off", **env})
+        p = node.exec("ADD", stdin, "err", pod.path, env={helperproto.SOCKET_ENV: "off", **env})
         assert (h.rc, h.stdout) == (p.rc, p.stdout)
         assert h.rc == 1 and "code" in json.loads(h.stdout)
         assert len(helper.served()) == 1
@@ -97,14 +97,14 @@ def _strip_log_prefix(text: str) -> list[str]:
 def test_version_and_log_file_through_the_helper(node: Node, tmp_path: Path) -> None:
     with Helper(tmp_path).start() as helper:
         v_h = node.exec("VERSION", b'{"cniVersion":"0.4.0"}', env=via(helper))
-        v_p = node.exec("VERSION", b'{"cniVersion":"0.4.0"}', env={handoff.SOCKET_ENV: "off"})
+        v_p = node.exec("VERSION", b'{"cniVersion":"0.4.0"}', env={helperproto.SOCKET_ENV: "off"})
         assert (v_h.rc, v_h.stdout) == (v_p.rc, v_p.stdout) == (0, v_p.stdout)
         conf = node.conf()
         conf["logFile"] = str(tmp_path / "weft.log")
         conf["logLevel"] = "debug"
         pod = node.pod()
         ok(node.add(pod, "logged", conf, env=via(helper)))
-        ok(node.delete(pod, "logged", conf, env={handoff.SOCKET_ENV: "off"}))
+        ok(node.delete(pod, "logged", conf, env={helperproto.SOCKET_ENV: "off"}))
         lines = (tmp_path / "weft.log").read_text().splitlines()
         assert any("ADD container=logged" in ln for ln in lines)
         assert any("DEL container=logged" in ln for ln in lines)
@@ -126,7 +126,7 @@ def test_the_request_env_is_the_childs_whole_env(node: Node, tmp_path: Path) -> 
         env = {"PATH": str(fake), "WEFT_PYTHON": sys.executable}
         h = outcome(spawn(node, "ADD", conf, "fake-tools", pod.path, {**env, **via(helper)}))
         p = outcome(spawn(node, "ADD", conf, "fake-tools", pod.path,
-                          {**env, handoff.SOCKET_ENV: "off"}))
+                          {**env, helperproto.SOCKET_ENV: "off"}))
         assert (h.rc, h.stdout) == (p.rc, p.stdout)
         assert h.rc == 1 and "fake" in h.stdout, h.stdout
         assert [s[0] for s in helper.served()] == ["ADD"]
@@ -146,7 +146,7 @@ def _fallback_ok(node: Node, env: dict[str, str], cid: str) -> None:
 
 
 def test_no_socket_runs_in_process(node: Node, tmp_path: Path) -> None:
-    _fallback_ok(node, {handoff.SOCKET_ENV: str(tmp_path / "nothing" / "weft.sock")}, "nosock")
+    _fallback_ok(node, {helperproto.SOCKET_ENV: str(tmp_path / "nothing" / "weft.sock")}, "nosock")
 
 
 def test_refused_connection_runs_in_process(node: Node, tmp_path: Path) -> None:
@@ -154,12 +154,12 @@ def test_refused_connection_runs_in_process(node: Node, tmp_path: Path) -> None:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(str(path))  # bound, never listening: connect() gets ECONNREFUSED
     try:
-        _fallback_ok(node, {handoff.SOCKET_ENV: str(path)}, "refused")
+        _fallback_ok(node, {helperproto.SOCKET_ENV: str(path)}, "refused")
     finally:
         s.close()
 
 
-@pytest.mark.parametrize("answer", [b"", handoff.REPLY.pack(handoff.REFUSED, 0), b"Z" * 8,
+@pytest.mark.parametrize("answer", [b"", helperproto.REPLY.pack(helperproto.REFUSED, 0), b"Z" * 8,
                                     b"A"])
 def test_a_helper_that_does_not_accept_means_in_process(
     node: Node, tmp_path: Path, answer: bytes
@@ -197,7 +197,7 @@ def test_a_helper_that_does_not_accept_means_in_process(
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     try:
-        _fallback_ok(node, {handoff.SOCKET_ENV: str(path),
+        _fallback_ok(node, {helperproto.SOCKET_ENV: str(path),
                             handoff.FALLBACK_LOG_ENV: str(tmp_path / "fallbacks")}, "fake")
     finally:
         srv.close()
@@ -209,7 +209,7 @@ def test_a_helper_that_does_not_accept_means_in_process(
 
 def test_weft_socket_off_never_connects(node: Node, tmp_path: Path) -> None:
     with Helper(tmp_path).start() as helper:
-        _fallback_ok(node, {handoff.SOCKET_ENV: "off"}, "off")
+        _fallback_ok(node, {helperproto.SOCKET_ENV: "off"}, "off")
         assert helper.served() == []
 
 
@@ -225,18 +225,13 @@ def test_person_mode_never_goes_to_the_helper(tmp_path: Path) -> None:
 def test_client_of_another_build_falls_back_and_helper_keeps_serving(
     node: Node, tmp_path: Path
 ) -> None:
-    from tests.serve._support import connect, recv_reply, request_bytes, send_with_fds
+    from tests.serve._support import connect, recv_reply, request_bytes
 
     with Helper(tmp_path).start() as helper:
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        try:
-            s = connect(helper.sock)
-            send_with_fds(s, request_bytes(b"weft 0.0.0 some-other-build",
-                                           {"CNI_COMMAND": "VERSION"}, b""), [1, 2, own])
-            assert recv_reply(s) == (handoff.REFUSED, 0)
-            s.close()
-        finally:
-            os.close(own)
+        s = connect(helper.sock)
+        s.sendall(request_bytes(b"weft 0.0.0 some-other-build", {"CNI_COMMAND": "VERSION"}, b""))
+        assert recv_reply(s) == (helperproto.REFUSED, 0)
+        s.close()
         helper.wait_log("refused a client of another build")
         assert helper.proc is not None and helper.proc.poll() is None
         _fallback_ok(node, via(helper), "after-other-build")
@@ -253,7 +248,7 @@ def _old_build(plugin: Path, tmp: Path) -> tuple[Path, Path]:
         (copy / "_internal" / handoff.BUILD_ID_FILE).write_bytes(b"weft 0.0.1 an-older-build\n")
         return copy / plugin.name, copy / "_internal" / handoff.BUILD_ID_FILE
     root = Path(handoff.__file__).resolve().parent.parent
-    for pkg in ("cni", "ipam"):
+    for pkg in handoff.SOURCE_PACKAGES:
         shutil.copytree(root / pkg, copy / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "tests").mkdir()
     shutil.copy2(root / "tests" / "weft-from-source", copy / "tests" / "weft-from-source")
@@ -311,7 +306,7 @@ def test_systemd_socket_activation(node: Node, tmp_path: Path) -> None:
         helper.wait_ready()
         assert "systemd" in helper.log()
         pod = node.pod()
-        env = {handoff.SOCKET_ENV: str(path)}
+        env = {helperproto.SOCKET_ENV: str(path)}
         ok(node.add(pod, "activated", env=env))
         ok(node.delete(pod, "activated", env=env))
         assert [s[0] for s in helper.served()] == ["ADD", "DEL"]
@@ -343,3 +338,24 @@ def test_sigterm_finishes_accepted_requests_and_new_ones_fall_back(
         assert node.veths() == [] and node.reservations() == {}
         _fallback_ok(node, via(helper), "after-stop")
         assert [s[:2] for s in helper.served()] == [("ADD", "in-flight")]
+
+
+def test_a_fall_back_that_cannot_be_recorded_fails_the_exec(tmp_path: Path) -> None:
+    """``WEFT_FALLBACK_LOG`` is how a helper run tells a fall-back from a served request: a
+    fall-back it cannot record must not pass unseen (the exec fails, and says why)."""
+    from tests.netns import PLUGIN
+
+    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": "VERSION",
+           helperproto.SOCKET_ENV: str(tmp_path / "no-helper.sock"),
+           handoff.FALLBACK_LOG_ENV: str(tmp_path / "no-such-dir" / "fallbacks")}
+    if os.environ.get("WEFT_PYTHON"):
+        env["WEFT_PYTHON"] = os.environ["WEFT_PYTHON"]
+    out = subprocess.run([PLUGIN], input=b"{}", capture_output=True, env=env, timeout=60)
+    assert out.returncode == 70, out
+    assert out.stdout == b""
+    assert b"cannot record a fall-back" in out.stderr
+    # recordable: the same exec falls back, runs in-process and says why in the log
+    env[handoff.FALLBACK_LOG_ENV] = str(tmp_path / "fallbacks")
+    out = subprocess.run([PLUGIN], input=b"{}", capture_output=True, env=env, timeout=60)
+    assert out.returncode == 0 and b"supportedVersions" in out.stdout, out
+    assert "'VERSION': FileNotFoundError" in (tmp_path / "fallbacks").read_text()

@@ -2,14 +2,17 @@
 
     python3 tests/serve/with_helper.py --plugin dist/weft/weft -- pytest -q tests/kernel
 
-Starts ``<plugin> serve --socket <tmp>/run/weft.sock``, writes a wrapper that execs the plugin
-with ``WEFT_SOCKET`` pointing there (the tiers build each plugin's environment from scratch,
-so the variable has to travel inside the executable they are given), exports it as
-``WEFT_PLUGIN`` and substitutes it for ``@PLUGIN@`` in the command. Afterwards it stops the
-helper with SIGTERM and fails unless the command passed, the helper was alive to the end and
-exited 0, it served at least one request, and no exec fell back to the in-process path
-(``WEFT_FALLBACK_LOG``): a silent fall-back must not pass as a helper run. (Execs and
-served requests can differ by the execs a test kills before they reach the helper.)
+Starts ``<plugin> serve --socket <tmp>/run/weft.sock``, writes a wrapper that records its
+pid and execs the plugin in place (same pid) with ``WEFT_SOCKET`` pointing there (the tiers
+build each plugin's environment from scratch, so the variable has to travel inside the
+executable they are given), exports it as ``WEFT_PLUGIN`` and substitutes it for
+``@PLUGIN@`` in the command. Afterwards it stops the helper with SIGTERM and fails unless:
+the command passed; the helper was alive to the end and exited 0, with no child left and no
+more open fds than at the start; no exec fell back to the in-process path
+(``WEFT_FALLBACK_LOG``, which fails the exec when it cannot be written); and the helper
+served every CNI exec of the run, matched by pid (its log names each request's client pid),
+and nothing else. ``--allow-unserved`` is for tiers that kill plugins from outside: an exec
+killed before it reached the helper is then listed, not failed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 
@@ -65,6 +69,8 @@ def footprint(pid: int) -> tuple[int, int]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--plugin", required=True, help="the weft executable (client and helper)")
+    ap.add_argument("--allow-unserved", action="store_true",
+                    help="execs the helper never saw (killed before) are listed, not failed")
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -77,7 +83,8 @@ def main() -> int:
     wrapper = tmp / "weft"
     wrapper.write_text(
         "#!/bin/sh\n"
-        f'[ -n "$CNI_COMMAND" ] && echo "$CNI_COMMAND" >>{shlex.quote(str(execs))}\n'
+        # the pid only: CNI_COMMAND may hold anything (the fuzz tiers send newlines)
+        f'[ -n "$CNI_COMMAND" ] && echo "$$" >>{shlex.quote(str(execs))}\n'
         f"WEFT_FALLBACK_LOG={shlex.quote(str(fallbacks))} "
         f"WEFT_SOCKET={shlex.quote(str(sock))} exec {shlex.quote(plugin)} \"$@\"\n"
     )
@@ -114,11 +121,16 @@ def main() -> int:
             helper.kill()
             helper_rc = helper.wait()
     text = log.read_text(errors="replace")
-    served = len(re.findall(r"\]: request command=", text))
-    n_execs = len(execs.read_text().splitlines()) if execs.exists() else 0
+    served = [int(p) for p in re.findall(r"\]: request command=\S* container=\S* "
+                                         r"ifname=\S* pid=(\d+) ", text)]
+    exec_lines = execs.read_text().splitlines() if execs.exists() else []
+    exec_pids = Counter(int(line) for line in exec_lines)
     fell_back = fallbacks.read_text().splitlines() if fallbacks.exists() else []
-    print(f"with_helper: {n_execs} CNI execs through the wrapper, {served} served by the helper, "
-          f"{len(fell_back)} fell back "
+    # by pid, as multisets: a pid the kernel reused within the run counts once per exec
+    unserved = sorted((exec_pids - Counter(served)).elements())
+    strangers = sorted((Counter(served) - exec_pids).elements())
+    print(f"with_helper: {len(exec_lines)} CNI execs through the wrapper, {len(served)} served "
+          f"by the helper, {len(fell_back)} fell back, {len(unserved)} never reached it "
           f"(log: {log})", flush=True)
     print(f"with_helper: helper fds {fds0} -> {fds1}, RSS {rss0} -> {rss1} KiB, "
           f"{left} children left", flush=True)
@@ -133,8 +145,18 @@ def main() -> int:
         problems.append(f"the helper died during the run ({helper_rc})")
     elif helper_rc != 0:
         problems.append(f"the helper exited {helper_rc} on SIGTERM")
-    if served == 0:
+    if not served:
         problems.append("the helper served no request")
+    if strangers:
+        problems.append(f"the helper served {len(strangers)} requests no exec of the run "
+                        f"made: pids {strangers[:5]}")
+    if unserved:
+        if args.allow_unserved:
+            print(f"with_helper: killed before reaching the helper: pids {unserved}",
+                  flush=True)
+        else:
+            problems.append(f"{len(unserved)} CNI execs never reached the helper: pids "
+                            f"{unserved[:10]}")
     if fell_back:
         problems.append(f"{len(fell_back)} execs fell back to the in-process path: "
                         f"{fell_back[:5]}")

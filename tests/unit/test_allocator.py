@@ -115,7 +115,7 @@ def test_requested_ip() -> None:
         alloc.get("c2", "eth0", requested_ip=A("10.42.0.5"))
     with pytest.raises(InvalidConfig, match="gateway"):
         alloc.get("c2", "eth0", requested_ip="10.42.0.1")
-    with pytest.raises(InvalidConfig, match="not in range set 10.42.0.2-10.42.0.6"):
+    with pytest.raises(InvalidConfig, match="not in range set 10.42.0.1-10.42.0.6"):
         alloc.get("c2", "eth0", requested_ip="10.42.0.7")
     with pytest.raises(InvalidConfig, match="not an IP"):
         alloc.get("c2", "eth0", requested_ip="10.42.0.x")

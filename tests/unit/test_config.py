@@ -21,7 +21,7 @@ FLANNEL_IPMASQ=true
 DUAL = K3S + "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\nFLANNEL_IPV6_SUBNET=2001:cafe:42:3::1/64\n"
 V6 = (
     "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\n"
-    "FLANNEL_IPV6_SUBNET=2001:cafe:42:3::1/64\nFLANNEL_MTU=1430\n"
+    "FLANNEL_IPV6_SUBNET=2001:cafe:42:3::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"
 )
 
 # The member of k3s's stock conflist, as libcni hands it to the plugin.

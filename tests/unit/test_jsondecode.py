@@ -228,6 +228,6 @@ def test_lock_timeout_bound_accepted() -> None:
 
 def test_the_helper_takes_as_much_stdin_as_the_in_process_path_reads() -> None:
     """So an oversized config gets the same code 6 in both modes, from the same decoder."""
-    from cni import handoff
+    from cni import helperproto
 
-    assert handoff.MAX_STDIN == MAX_BYTES + 1
+    assert helperproto.MAX_STDIN == MAX_BYTES + 1

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cnispec.errors import IO_FAILURE, TRY_AGAIN_LATER, IOFailure, TryAgainLater
-from ipam.lock import FileLock
+from ipam.lock import FileLock, attachment_lock, network_lock
 
 HOLDER = """
 import fcntl, os, sys, time
@@ -222,3 +223,18 @@ def test_waiter_on_a_removed_lock_file_starts_over(lock_path: str) -> None:
     assert os.fstat(fd).st_ino == os.stat(lock_path).st_ino  # it holds what the path names
     assert FileLock(lock_path, 0, removable=True).try_acquire() is False  # and excludes
     second.release()
+
+
+def test_network_lock_file_has_host_locals_mode(tmp_path: Path) -> None:
+    """host-local creates ``lock`` 0750 (its flock library's mode): so does weft, so the
+    store looks the same whichever plugin made it. Attachment locks are plain files."""
+    old = os.umask(0o022)
+    try:
+        with network_lock(str(tmp_path / "lock"), 1):
+            pass
+        with attachment_lock(str(tmp_path), "k" * 64, 1) as lock:
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "lock").st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(lock.path).st_mode) == 0o644

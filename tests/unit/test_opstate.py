@@ -7,7 +7,7 @@ import ipaddress
 
 from cni import opstate
 from cni.opstate import NodeFacts, Observed, RangeUsage
-from ipam.attachments import Attachment
+from ipam.attachments import Attachment, NetnsId
 from ipam.ranges import Range, RangeSet
 from ipam.subnetfile import parse_subnet_file
 
@@ -29,7 +29,8 @@ def obs(
     ifname: str = "eth0",
 ) -> Observed:
     addr = ipaddress.ip_address(ip) if ip else None
-    return Observed(addr, cid, ifname, record, netns_exists, netns_exists, NOW - 90)
+    seen = NetnsId(4, 4026531840) if netns_exists else None  # records here carry no identity
+    return Observed(addr, cid, ifname, record, seen, netns_exists, NOW - 90)
 
 
 def test_live_stale_this_and_earlier_boot_and_host_local() -> None:
@@ -84,6 +85,15 @@ def test_gc_plan_releases_stale_keeps_live_and_never_touches_host_local() -> Non
     assert plan.kept_live == 1
 
 
+def test_a_record_whose_reservation_was_released_elsewhere_is_an_orphan_gc_removes() -> None:
+    """The reference's DEL of a pod weft made: its netns may well still exist, but nothing
+    holds an address for the record any more."""
+    o = obs(None, "by-weft", rec("by-weft"), True)._replace(orphan=True)
+    (row,) = opstate.rows([o], BOOT, NOW)
+    assert row.state == "orphan" and "released" in row.reason
+    assert opstate.gc_plan([row]).release == (("by-weft", "eth0"),)
+
+
 def test_gc_plan_keeps_an_attachment_with_any_live_row() -> None:
     live = rec("c")
     table = opstate.rows(
@@ -108,6 +118,7 @@ def test_range_usage_counts_stale_as_available() -> None:
 def facts(**kw: object) -> NodeFacts:
     sf = parse_subnet_file(
         "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.0.1/24\nFLANNEL_MTU=1450\n"
+        "FLANNEL_IPMASQ=true\n"
     )
     base = dict(
         subnet_file="/run/flannel/subnet.env",

@@ -96,3 +96,21 @@ def test_operator_json_path_does_import_pydantic() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "True"
+
+
+def test_build_id_is_described_with_arch_glibc_and_kind() -> None:
+    from cni.person import BuildInfo, describe_build, parse_build_id
+
+    info = parse_build_id("weft 0.1.0 0123456789abcdef0123 arch=arm64 glibc=2.31 build=release\n")
+    assert info == BuildInfo("0.1.0", "0123456789abcdef0123", "arm64", "2.31", "release")
+    line = describe_build(info)
+    assert line.startswith(
+        "weft 0.1.0 linux/arm64, needs glibc >= 2.31, release build 0123456789ab"
+    )
+    dev = describe_build(parse_build_id("weft 0.1.0 ffff arch=amd64 glibc=2.35 build=dev"))
+    assert "not for distribution" in dev and "linux/amd64" in dev
+    # an older bundle's id (no fields) still says what it can; garbage is not a build id
+    old = parse_build_id("weft 0.0.9 abcd")
+    assert old is not None and old.arch == "?"
+    assert parse_build_id("") is None and parse_build_id("something else") is None
+    assert "source tree" in describe_build(None)

@@ -6,15 +6,23 @@ import errno
 import ipaddress
 
 from cni.config import parse_netconf
+from cni.masq import rules, rules_found
 from cni.netlink import Exists, NotFound, map_errno
-from cni.plan import Allocation, build_result, host_veth_name, masq_chain, plan_add
+from cni.plan import (
+    Allocation,
+    build_result,
+    host_veth_name,
+    masq_chain,
+    masq_comment,
+    plan_add,
+)
 from cni.types import DNS
 from ipam.subnetfile import parse_subnet_file
 
 DUAL = (
     "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\n"
     "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\nFLANNEL_IPV6_SUBNET=2001:cafe:42:3::1/64\n"
-    "FLANNEL_MTU=1450\n"
+    "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
 )
 CONF = {
     "cniVersion": "1.0.0",
@@ -40,6 +48,26 @@ def test_host_veth_name_is_deterministic_and_fits() -> None:
     assert len(masq_chain("cbr0", "x" * 255)) <= 28
 
 
+def test_masquerade_names_are_the_reference_bridge_plugins() -> None:
+    """As /usr/lib/cni/bridge (ipMasq) named them for network cbr0, container abc
+    (read back with iptables-save), so either plugin's DEL finds the other's rules."""
+    assert masq_chain("cbr0", "abc") == "CNI-64e75f641d11615844d681b7"
+    assert masq_comment("cbr0", "abc") == 'name: "cbr0" id: "abc"'
+    addr = ipaddress.ip_interface("10.42.0.2/24")
+    chain, lines = rules("cbr0", "abc", addr)
+    assert chain == "CNI-64e75f641d11615844d681b7"
+    q = '"name: \\"cbr0\\" id: \\"abc\\""'
+    assert lines == [
+        f"-A {chain} -d 10.42.0.0/24 -m comment --comment {q} -j ACCEPT",
+        f"-A {chain} ! -d 224.0.0.0/4 -m comment --comment {q} -j MASQUERADE",
+        f"-A POSTROUTING -s 10.42.0.2/32 -m comment --comment {q} -j {chain}",
+    ]
+    _, v6 = rules("cbr0", "abc", ipaddress.ip_interface("fd42::2/64"))
+    assert v6[1].startswith(f"-A {chain} ! -d ff00::/8 ") and "-s fd42::2/128 " in v6[2]
+    assert rules_found("\n".join(["*nat", *lines, "COMMIT"]), lines)
+    assert not rules_found("\n".join(["*nat", *lines[:2], "COMMIT"]), lines)
+
+
 def test_plan_routes_and_bridge_addresses_dual_stack() -> None:
     conf = parse_netconf(dict(CONF), parse_subnet_file(DUAL))
     plan = plan_add(conf, "c1", "eth0", allocs())
@@ -52,7 +80,7 @@ def test_plan_routes_and_bridge_addresses_dual_stack() -> None:
     }
     assert [str(a) for a in plan.bridge_addresses] == ["10.42.3.1/24", "2001:cafe:42:3::1/64"]
     assert plan.mtu == 1450 and plan.hairpin and plan.force_address
-    assert plan.ip_masq  # no FLANNEL_IPMASQ=true: flannel does not masquerade, so the bridge does
+    assert plan.ip_masq  # FLANNEL_IPMASQ=false: flannel does not masquerade, so the bridge does
 
 
 def test_explicit_default_route_is_replaced_by_is_default_gateway() -> None:

@@ -4,8 +4,8 @@ import ipaddress
 
 import pytest
 
-from cnispec.errors import INVALID_CONFIG, InvalidConfig
-from ipam.subnetfile import SubnetFile, parse_subnet_file
+from cnispec.errors import INVALID_CONFIG, TRY_AGAIN_LATER, InvalidConfig
+from ipam.subnetfile import SubnetFile, SubnetFileIncomplete, parse_subnet_file
 
 K3S_DEFAULT = """FLANNEL_NETWORK=10.42.0.0/16
 FLANNEL_SUBNET=10.42.0.1/24
@@ -70,12 +70,13 @@ def test_quotes_comments_blank_lines_export_unknown_keys() -> None:
         "  # indented comment\n"
         "SOMETHING_ELSE=whatever you like\n"
         'FLANNEL_MTU="1450"\r\n'
+        "export FLANNEL_IPMASQ=false\n"
     )
     sf = parse_subnet_file(text)
     assert sf.subnet == ipaddress.IPv4Interface("10.42.7.1/24")
     assert sf.networks == (ipaddress.IPv4Network("10.42.0.0/16"),)
     assert sf.mtu == 1450
-    assert sf.ipmasq is None
+    assert sf.ipmasq is False
 
 
 def test_comma_separated_networks_v4_first() -> None:
@@ -83,6 +84,7 @@ def test_comma_separated_networks_v4_first() -> None:
         "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\n"
         "FLANNEL_NETWORK=10.42.0.0/16,10.100.0.0/16\n"
         "FLANNEL_SUBNET=10.100.3.1/24\n"
+        "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
     )
     assert sf.networks == (
         ipaddress.IPv4Network("10.42.0.0/16"),
@@ -136,8 +138,12 @@ def test_malformed_names_file_line_key(text: str, lineno: int, key: str, fragmen
 
 
 def test_subnet_without_matching_network_names_line() -> None:
+    text = (
+        "FLANNEL_MTU=1450\nFLANNEL_SUBNET=10.42.0.1/24\nFLANNEL_IPV6_NETWORK=fd00::/56\n"
+        "FLANNEL_IPV6_SUBNET=fd00::1/64\nFLANNEL_IPMASQ=true\n"
+    )
     with pytest.raises(InvalidConfig) as ei:
-        parse_subnet_file("FLANNEL_MTU=1450\nFLANNEL_SUBNET=10.42.0.1/24\n", "s.env")
+        parse_subnet_file(text, "s.env")
     assert "s.env:2: FLANNEL_SUBNET: " in str(ei.value)
     assert "no FLANNEL_NETWORK given" in str(ei.value)
 
@@ -146,19 +152,60 @@ def test_ipv6_subnet_outside_ipv6_network() -> None:
     with pytest.raises(InvalidConfig) as ei:
         parse_subnet_file(
             "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\nFLANNEL_IPV6_SUBNET=fd00::1/64\n"
+            "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
         )
     assert "subnet.env:2: FLANNEL_IPV6_SUBNET: fd00::1/64 is not inside" in str(ei.value)
 
 
 @pytest.mark.parametrize(
-    "text",
-    ["", "# nothing\n", "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_MTU=1450\n"],
+    ("text", "missing"),
+    [
+        (
+            "",
+            "FLANNEL_NETWORK or FLANNEL_IPV6_NETWORK, FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET, "
+            "FLANNEL_MTU, FLANNEL_IPMASQ",
+        ),
+        ("# nothing\nOTHER=1\n", "FLANNEL_NETWORK or FLANNEL_IPV6_NETWORK, FLANNEL_SUBNET or"),
+        (
+            "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+            "is missing FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET",
+        ),
+        (
+            "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.0.1/24\n",
+            "is missing FLANNEL_MTU, FLANNEL_IPMASQ",
+        ),
+        (
+            "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.0.1/24\nFLANNEL_IPMASQ=true\n",
+            "is missing FLANNEL_MTU",
+        ),
+        (
+            "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.0.1/24\nFLANNEL_MTU=1450\n",
+            "is missing FLANNEL_IPMASQ",
+        ),
+        (
+            "FLANNEL_SUBNET=10.42.0.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+            "is missing FLANNEL_NETWORK or FLANNEL_IPV6_NETWORK",
+        ),
+    ],
 )
-def test_no_subnet_at_all(text: str) -> None:
-    with pytest.raises(InvalidConfig) as ei:
+def test_missing_keys_are_try_again_naming_every_key(text: str, missing: str) -> None:
+    """As flannel's own plugin: every required key missing is named, and a file with gaps
+    is one not (fully) written yet (code 11), never filled with defaults."""
+    with pytest.raises(SubnetFileIncomplete) as ei:
         parse_subnet_file(text, "/x/subnet.env")
-    assert "/x/subnet.env" in str(ei.value)
-    assert "neither FLANNEL_SUBNET nor FLANNEL_IPV6_SUBNET" in str(ei.value)
+    assert ei.value.code == TRY_AGAIN_LATER
+    assert "/x/subnet.env" in str(ei.value) and missing in str(ei.value)
+
+
+def test_a_malformed_value_is_7_even_when_keys_are_missing() -> None:
+    with pytest.raises(InvalidConfig, match=r"subnet.env:1: FLANNEL_MTU: "):
+        parse_subnet_file("FLANNEL_MTU=abc\n")
+
+
+@pytest.mark.parametrize("text", [K3S_DEFAULT, DUAL])
+def test_complete_files_have_mtu_and_ipmasq(text: str) -> None:
+    sf = parse_subnet_file(text)
+    assert sf.mtu == 1450 and sf.ipmasq is True
 
 
 def test_line_numbers_count_newlines_only() -> None:

@@ -6,8 +6,16 @@ import ipaddress
 from typing import Any
 
 from cni.config import parse_netconf
-from cni.plan import GCPlan, Teardown, host_veth_name, is_stale, plan_gc, plan_teardown
-from ipam.attachments import Attachment
+from cni.plan import (
+    GCPlan,
+    Teardown,
+    host_veth_name,
+    is_stale,
+    orphan_records,
+    plan_gc,
+    plan_teardown,
+)
+from ipam.attachments import Attachment, NetnsId
 from ipam.store import Reservation
 
 A = ipaddress.ip_address
@@ -82,9 +90,9 @@ def test_wiped_store_sweeps_by_deterministic_names() -> None:
 def test_is_stale() -> None:
     looked: list[str] = []
 
-    def exists(path: str) -> bool:
+    def exists(path: str) -> NetnsId | None:
         looked.append(path)
-        return path == "/run/netns/kept"
+        return NetnsId(4, 4026531840) if path == "/run/netns/kept" else None
 
     assert not is_stale(None, exists)  # nothing to judge by
     assert looked == []
@@ -112,3 +120,24 @@ def test_gc_sets() -> None:
         (("gone", "eth0"), ("keep", "net1"), ("only-recorded", "eth0")),
     )
     assert plan_gc({("keep", "eth0")}, [], []) == GCPlan((), ())
+
+
+def test_orphan_records_are_records_whose_reservation_someone_else_released() -> None:
+    """The reference's DEL of a pod weft made releases the reservation and knows nothing
+    of weft's record: that record (and only such a record) is an orphan."""
+    gone, moved, kept, unreadable = (
+        record(cid="gone"),
+        record(cid="moved", ips=(IF("10.42.0.6/24"),)),
+        record(cid="kept", ips=(IF("10.42.0.7/24"),)),
+        record(cid="unreadable", ips=(IF("10.42.0.8/24"),)),
+    )
+    reservations = [
+        Reservation(A("10.42.0.6"), "other", "eth0"),  # the address went to another pod
+        Reservation(A("10.42.0.7"), "kept", "eth0"),
+    ]
+    files = {A("10.42.0.6"), A("10.42.0.7"), A("10.42.0.8")}  # .8: there, but unparseable
+    found = orphan_records([gone, moved, kept, unreadable], reservations, files.__contains__)
+    assert found == [("gone", "eth0"), ("moved", "eth0")]
+    # host-local's legacy id-only reservation of the same container still holds it
+    legacy = [Reservation(A("10.42.0.9"), "gone", "")]
+    assert orphan_records([gone], legacy, lambda _: False) == []
