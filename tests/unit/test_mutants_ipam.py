@@ -40,16 +40,18 @@ def test_requested_ip_answers() -> None:
     alloc = Allocator(rs, store, "0")
     assert alloc.get("c1", "eth0", "10.9.0.50") == Allocation(IF("10.9.0.50/24"), A("10.9.0.1"))
     assert store.last == {"0": A("10.9.0.50")}
+    # host-local's words; its range set text is each range's configured start, gateway
+    # included (its RangeSet.String)
     assert errs(alloc.get, "c2", "eth0", "10.9.1.5") == (
-        "requested IP not usable", "10.9.1.5 is not in range set 10.9.0.2-10.9.0.254")
+        "10.9.1.5 not in range set 10.9.0.1-10.9.0.254", "")
     assert errs(alloc.get, "c2", "eth0", "10.9.0.1") == (
-        "requested IP not usable", "requested ip 10.9.0.1 is subnet's gateway")
+        "requested ip 10.9.0.1 is subnet's gateway", "")
     assert errs(alloc.get, "c2", "eth0", "x") == (
         "invalid requested IP", "'x' is not an IP address")
     with pytest.raises(DuplicateAllocation) as ei:
         alloc.get("c2", "eth0", "10.9.0.50")
     assert (ei.value.msg, ei.value.details) == (
-        "requested IP address 10.9.0.50 is not available in range set 10.9.0.2-10.9.0.254", "")
+        "requested IP address 10.9.0.50 is not available in range set 10.9.0.1-10.9.0.254", "")
 
 
 def test_refuse_duplicate_says_run_del_first() -> None:

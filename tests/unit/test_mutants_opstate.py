@@ -11,34 +11,45 @@ from pathlib import Path
 
 from cni import opstate
 from cni.opstate import NodeFacts, Observed, RangeUsage, Row
+from ipam.attachments import NetnsId
 from ipam.ranges import Range, RangeSet
 from ipam.subnetfile import parse_subnet_file
 from tests.unit.test_opstate import BOOT, NOW, rec
 
 GOLDEN = Path(__file__).parent / "golden" / "opstate.json"
 A = ipaddress.ip_address
+SEEN = NetnsId(4, 4026531840)  # the namespace a record's path names; rec() records none
 
 
 def test_rows_field_by_field() -> None:
-    live = Observed(A("10.42.0.2"), "c1", "eth0", rec("c1"), True, True, NOW - 90)
-    old = Observed(A("10.42.0.3"), "c2", "eth0", rec("c2", boot="before"), False, False, NOW)
+    live = Observed(A("10.42.0.2"), "c1", "eth0", rec("c1"), SEEN, True, NOW - 90)
+    old = Observed(A("10.42.0.3"), "c2", "eth0", rec("c2", boot="before"), None, False, NOW)
     hl = Observed(A("10.42.0.4"), "hl", "", None, None, None, NOW + 5)  # clock went back
     gone = Observed(None, "c3", "eth0", rec("c3", netns=""), None, None, None)
-    table = opstate.rows([gone, hl, old, live], BOOT, NOW)
+    reused = Observed(A("10.42.0.5"), "c4", "eth0", rec("c4")._replace(netns_id=NetnsId(4, 1)),
+                      NetnsId(4, 2), True, NOW - 5)
+    orphan = Observed(None, "c5", "eth0", rec("c5"), SEEN, False, NOW - 3600, orphan=True)
+    table = opstate.rows([gone, hl, old, live, reused, orphan], BOOT, NOW)
     assert table == [
-        Row("10.42.0.2", "c1", "eth0", "default", "pod-c1", "/run/netns/x", True, "vethc1",
-            True, "this", 90, "live", "netns /run/netns/x exists"),
-        Row("10.42.0.3", "c2", "eth0", "default", "pod-c2", "/run/netns/x", False, "vethc2",
-            False, "earlier", 0, "stale",
+        Row("10.42.0.2", "c1", "eth0", "default", "pod-c1", "/run/netns/x", True, "exists",
+            "vethc1", True, "this", 90, "live", "netns /run/netns/x exists"),
+        Row("10.42.0.3", "c2", "eth0", "default", "pod-c2", "/run/netns/x", False, "gone",
+            "vethc2", False, "earlier", 0, "stale",
             "netns /run/netns/x is gone (recorded in an earlier boot)"),
-        Row("10.42.0.4", "hl", "", "", "", "", None, "", None, "", None, "host-local",
+        Row("10.42.0.4", "hl", "", "", "", "", None, "", "", None, "", None, "host-local",
             "no weft record: written by host-local (or an old id-only record)"),
-        Row("-", "c3", "eth0", "default", "pod-c3", "", None, "vethc3", None, "this", None,
+        Row("10.42.0.5", "c4", "eth0", "default", "pod-c4", "/run/netns/x", True,
+            "another netns", "vethc4", True, "this", 5, "stale",
+            "netns /run/netns/x names another namespace than the pod's"),
+        Row("-", "c3", "eth0", "default", "pod-c3", "", None, "", "vethc3", None, "this", None,
             "stale", "netns  is gone"),
+        Row("-", "c5", "eth0", "default", "pod-c5", "/run/netns/x", True, "exists", "vethc5",
+            False, "this", 3600, "orphan",
+            "its reservation was released without weft (the reference plugin's DEL?)"),
     ]
-    same_ip = [Observed(A("10.42.0.9"), c, "eth0", rec(c), True, True, NOW) for c in "ba"]
-    v6 = Observed(A("2001:db8::1"), "z", "eth0", rec("z"), True, True, NOW)
-    records_only = [Observed(None, c, "eth0", rec(c), False, None, None) for c in "yx"]
+    same_ip = [Observed(A("10.42.0.9"), c, "eth0", rec(c), SEEN, True, NOW) for c in "ba"]
+    v6 = Observed(A("2001:db8::1"), "z", "eth0", rec("z"), SEEN, True, NOW)
+    records_only = [Observed(None, c, "eth0", rec(c), None, None, None) for c in "yx"]
     order = [r.container_id for r in opstate.rows([*records_only, v6, *same_ip], BOOT, NOW)]
     assert order == ["a", "b", "z", "x", "y"]
 
@@ -47,11 +58,11 @@ def test_range_usage_counts_each_state_and_skips_records_without_an_address() ->
     rs = RangeSet([Range("10.42.0.0/29")])  # .2-.6 (gateway .1): 5 addresses
     other = RangeSet([Range("10.43.0.0/30")])
     rows = opstate.rows([
-        Observed(A("10.42.0.2"), "l", "eth0", rec("l"), True, True, NOW),
-        Observed(A("10.42.0.3"), "s", "eth0", rec("s"), False, False, NOW),
+        Observed(A("10.42.0.2"), "l", "eth0", rec("l"), SEEN, True, NOW),
+        Observed(A("10.42.0.3"), "s", "eth0", rec("s"), None, False, NOW),
         Observed(A("10.42.0.4"), "h", "", None, None, None, NOW),
-        Observed(None, "r", "eth0", rec("r"), True, None, None),
-        Observed(A("10.43.0.2"), "o", "eth0", rec("o"), True, True, NOW),
+        Observed(None, "r", "eth0", rec("r"), SEEN, None, None),
+        Observed(A("10.43.0.2"), "o", "eth0", rec("o"), SEEN, True, NOW),
     ], BOOT, NOW)
     assert opstate.range_usage((rs, other), rows) == [
         RangeUsage("10.42.0.2-10.42.0.6", 5, 1, 1, 1, 2),
@@ -67,7 +78,10 @@ def test_human_age() -> None:
 def facts(**kw: object) -> NodeFacts:
     base = NodeFacts(
         subnet_file="/run/flannel/subnet.env",
-        subnet=parse_subnet_file("FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\n"),
+        subnet=parse_subnet_file(
+            "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\n"
+            "FLANNEL_MTU=1500\nFLANNEL_IPMASQ=false\n"
+        ),
         subnet_error="",
         bridge="cni0",
         bridge_exists=True,
@@ -98,6 +112,9 @@ SCENARIOS: dict[str, NodeFacts] = {
     "bridge-two-old": facts(bridge_addrs=("10.42.9.1/24", "10.42.8.1/24")),
     "bridge-v6-old": facts(want_addrs=("10.42.3.1/24", "2001:db8:3::1/64"),
                            bridge_addrs=("10.42.3.1/24", "2001:db8:9::1/64", "fe80::1/64")),
+    "bridge-v6-overlapping": facts(want_addrs=("10.42.3.1/24", "2001:db8:3::1/64"),
+                                   bridge_addrs=("10.42.3.1/24", "2001:db8:3::9/64",
+                                                 "2001:db8:4::1/64", "fe80::1/64")),
     "bridge-only-link-local": facts(want_addrs=("2001:db8:3::1/64",),
                                     bridge_addrs=("fe80::1/64",)),
     "bridge-mtu": facts(bridge_mtu=1500),

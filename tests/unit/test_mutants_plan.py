@@ -1,5 +1,5 @@
 """The ADD plan, its CNI result and its attachment record, and CHECK's plan and diff, field by
-field against values written out here by hand (the sha256 names against hashlib), so that
+field against values written out here by hand (the hashed names against hashlib), so that
 no field can be dropped, swapped or defaulted unnoticed."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from cni.types import DNS, Interface, IPConfig, Result, Route
 from cnispec.errors import InvalidConfig
 from ipam.attachments import Attachment
 from ipam.subnetfile import parse_subnet_file
-from tests.unit.test_check import NETNS, PREV, VETH, conf, intact, link
+from tests.unit.test_check import NETNS, PREV, conf, intact, link
 
 A = ipaddress.ip_address
 IF = ipaddress.ip_interface
@@ -45,10 +45,14 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def test_names_derive_from_sha256_of_their_inputs() -> None:
+def test_names_derive_from_hashes_of_their_inputs() -> None:
     assert host_veth_name("c1", "eth0") == "veth" + sha("c1\0eth0")[:11]
-    assert masq_chain("cbr0", "c1") == "WEFT-" + sha("cbr0\0c1")[:20]
-    assert masq_comment("cbr0", "c1") == "name: cbr0 id: c1"
+    # the reference bridge plugin's chain name and comment, so either plugin's DEL removes
+    # the other's rules
+    sha512 = hashlib.sha512(b"cbr0c1").hexdigest()
+    assert masq_chain("cbr0", "c1") == "CNI-" + sha512[:24]
+    assert masq_chain("cbr0", "c1") == "CNI-68f1f1eeb62cad3d0bdd579c"
+    assert masq_comment("cbr0", "c1") == 'name: "cbr0" id: "c1"'
 
 
 def flannel(**delegate: object) -> object:
@@ -148,8 +152,8 @@ def test_attachment_record_field_by_field() -> None:
 def test_plan_check_field_by_field_and_its_error() -> None:
     c = conf()
     assert plan_check(c, "c1", "eth0", NETNS) == Expected(
-        container_id="c1", ifname="eth0", netns=NETNS, bridge="cni0", host_veth=VETH,
-        hairpin=True, mtu=1450, ip_masq=True, prev=c.prev_result,
+        container_id="c1", ifname="eth0", netns=NETNS, bridge="cni0", hairpin=True,
+        mtu=1450, ip_masq=True, prev=c.prev_result,
     )
     other = conf(bridge="br1", mtu=1400, hairpinMode=False, ipMasq=False)
     e = plan_check(other, "c1", "eth0", NETNS)

@@ -15,18 +15,22 @@ from cnispec.errors import CNIError
 from ipam.subnetfile import parse_subnet_file
 
 GOLDEN = Path(__file__).parent / "golden" / "subnetfile.json"
-K3S = "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\nFLANNEL_MTU=1450\n"
+K3S_BASE = "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\nFLANNEL_MTU=1450\n"
+# what flanneld writes: every key flannel's plugin requires
+K3S = K3S_BASE + "FLANNEL_IPMASQ=true\n"
+# the rest of a complete file, for the cases about the syntax of the network and subnet lines
+REST = "FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
 V6 = "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\nFLANNEL_IPV6_SUBNET=2001:cafe:42:3::1/64\n"
 
 FILES: dict[str, str] = {
-    "k3s": K3S + "FLANNEL_IPMASQ=true\n",
-    "dual": K3S + V6 + "FLANNEL_IPMASQ=false\n",
-    "v6-only": V6 + "FLANNEL_MTU=1430\n",
-    "export": "export FLANNEL_NETWORK=10.42.0.0/16\nexport  FLANNEL_SUBNET=10.42.3.1/24\n",
-    "export-no-space": "exportFLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\n",
-    "exported-tab": "export\tFLANNEL_SUBNET=10.42.3.1/24\nFLANNEL_NETWORK=10.42.0.0/16\n",
-    "double-quoted": 'FLANNEL_NETWORK="10.42.0.0/16"\nFLANNEL_SUBNET="10.42.3.1/24"\n',
-    "single-quoted": "FLANNEL_NETWORK='10.42.0.0/16'\nFLANNEL_SUBNET='10.42.3.1/24'\n",
+    "k3s": K3S,
+    "dual": K3S_BASE + V6 + "FLANNEL_IPMASQ=false\n",
+    "v6-only": V6 + "FLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n",
+    "export": "export FLANNEL_NETWORK=10.42.0.0/16\nexport  FLANNEL_SUBNET=10.42.3.1/24\n" + REST,
+    "export-no-space": "exportFLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\n" + REST,
+    "exported-tab": "export\tFLANNEL_SUBNET=10.42.3.1/24\nFLANNEL_NETWORK=10.42.0.0/16\n" + REST,
+    "double-quoted": 'FLANNEL_NETWORK="10.42.0.0/16"\nFLANNEL_SUBNET="10.42.3.1/24"\n' + REST,
+    "single-quoted": "FLANNEL_NETWORK='10.42.0.0/16'\nFLANNEL_SUBNET='10.42.3.1/24'\n" + REST,
     "quote-unclosed": 'FLANNEL_NETWORK="10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\n',
     "quote-only": 'FLANNEL_NETWORK="\nFLANNEL_SUBNET=10.42.3.1/24\n',
     "quote-inside": 'FLANNEL_NETWORK="10.42"0.0/16"\nFLANNEL_SUBNET=10.42.3.1/24\n',
@@ -43,7 +47,8 @@ FILES: dict[str, str] = {
     "comments-blank": "# flanneld\n\n" + K3S + "   \n# end\n",
     "spaces-around": "FLANNEL_NETWORK = 10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1/24\n",
     "space-in-subnet": "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.3.1 /24\n",
-    "networks-list": "FLANNEL_NETWORK=10.42.0.0/16, 10.44.0.0/16\nFLANNEL_SUBNET=10.44.3.1/24\n",
+    "networks-list": "FLANNEL_NETWORK=10.42.0.0/16, 10.44.0.0/16\nFLANNEL_SUBNET=10.44.3.1/24\n"
+    + REST,
     "networks-list-v6": K3S + "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56,2001:cafe:43::/56\n"
     "FLANNEL_IPV6_SUBNET=2001:cafe:43:3::1/64\n",
     "networks-empty-item": "FLANNEL_NETWORK=10.42.0.0/16,\nFLANNEL_SUBNET=10.42.3.1/24\n",
@@ -56,19 +61,23 @@ FILES: dict[str, str] = {
     "FLANNEL_IPV6_SUBNET=2001:cafe:42:3::1%eth0/64\n",
     "subnet-garbage": "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=x/24\n",
     "subnet-v6-in-v4": "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=2001:cafe::1/64\n",
-    "subnet-outside": "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.43.3.1/24\n",
+    "subnet-outside": "FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.43.3.1/24\n" + REST,
     "subnet-v6-outside": K3S + "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\n"
     "FLANNEL_IPV6_SUBNET=2001:cafe:99::1/64\n",
     "v6-subnet-without-network": K3S + "FLANNEL_IPV6_SUBNET=2001:cafe:42:3::1/64\n",
     "v6-network-without-subnet": K3S + "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\n",
-    "subnet-without-network": "FLANNEL_SUBNET=10.42.3.1/24\n",
-    "network-without-subnet": "FLANNEL_NETWORK=10.42.0.0/16\n",
+    "subnet-without-network": "FLANNEL_SUBNET=10.42.3.1/24\n" + REST,
+    "network-without-subnet": "FLANNEL_NETWORK=10.42.0.0/16\n" + REST,
+    "no-mtu": K3S.replace("FLANNEL_MTU=1450\n", ""),
+    "no-ipmasq": K3S_BASE,
+    "no-mtu-no-ipmasq": K3S_BASE.replace("FLANNEL_MTU=1450\n", ""),
+    "v6-only-no-mtu": V6 + "FLANNEL_IPMASQ=false\n",
     "nothing": "",
     "mtu-garbage": K3S.replace("1450", "big"),
     "mtu-small": K3S.replace("1450", "67"),
     "mtu-negative": K3S.replace("1450", "-1"),
-    "ipmasq-garbage": K3S + "FLANNEL_IPMASQ=yes\n",
-    "ipmasq-upper": K3S + "FLANNEL_IPMASQ=TRUE\n",
+    "ipmasq-garbage": K3S_BASE + "FLANNEL_IPMASQ=yes\n",
+    "ipmasq-upper": K3S_BASE + "FLANNEL_IPMASQ=TRUE\n",
     "duplicate-key": K3S + "FLANNEL_SUBNET=10.42.4.1/24\n",
     "unknown-key": K3S + "FLANNEL_BACKEND=vxlan\n",
     "crlf": K3S.replace("\n", "\r\n"),
