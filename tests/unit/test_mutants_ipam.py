@@ -54,6 +54,21 @@ def test_requested_ip_answers() -> None:
         "requested IP address 10.9.0.50 is not available in range set 10.9.0.1-10.9.0.254", "")
 
 
+def test_a_reclaimed_requested_address_is_reserved_in_the_allocators_range() -> None:
+    store = FakeStore()
+    rs = RangeSet([Range("10.9.0.0/24", gateway="10.9.0.1")])
+    Allocator(rs, store, "1").get("dead", "eth0", "10.9.0.50")
+    got = Allocator(rs, store, "0").get("new", "eth0", "10.9.0.50", lambda r: True)
+    assert got == Allocation(IF("10.9.0.50/24"), A("10.9.0.1"))
+    assert store.by_ip == {A("10.9.0.50"): ("new", "eth0")}
+    assert store.last == {"0": A("10.9.0.50"), "1": A("10.9.0.50")}
+
+
+def test_host_local_text_joins_each_ranges_start_and_end_with_commas() -> None:
+    rs = RangeSet([Range("10.9.0.0/24"), Range("10.9.1.0/24", range_start="10.9.1.10")])
+    assert rs.host_local_text() == "10.9.0.1-10.9.0.254,10.9.1.10-10.9.1.254"
+
+
 def test_refuse_duplicate_says_run_del_first() -> None:
     refuse_duplicate([], "c1", "eth0")
     with pytest.raises(DuplicateAllocation) as ei:

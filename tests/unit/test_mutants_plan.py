@@ -25,9 +25,9 @@ from cni.plan import (
 from cni.spec import PodRef
 from cni.types import DNS, Interface, IPConfig, Result, Route
 from cnispec.errors import InvalidConfig
-from ipam.attachments import Attachment
+from ipam.attachments import Attachment, NetnsId
 from ipam.subnetfile import parse_subnet_file
-from tests.unit.test_check import NETNS, PREV, conf, intact, link
+from tests.unit.test_check import NETNS, PREV, VETH, conf, intact, link
 
 A = ipaddress.ip_address
 IF = ipaddress.ip_interface
@@ -134,7 +134,8 @@ def test_build_result_lists_bridge_veth_and_pod_interface() -> None:
 
 def test_attachment_record_field_by_field() -> None:
     plan = plan_add(flannel(ipMasq=True), "c1", "eth0", [V4, V6])
-    rec = attachment_record(plan, "c1", NETNS, "boot-1", PodRef("kube-system", "dns-1"))
+    pod = PodRef("kube-system", "dns-1")
+    rec = attachment_record(plan, "c1", NETNS, "boot-1", pod, NetnsId(4, 4026532001))
     assert rec == Attachment(
         container_id="c1",
         ifname="eth0",
@@ -146,7 +147,9 @@ def test_attachment_record_field_by_field() -> None:
         ips=(V4.address, V6.address),
         pod_namespace="kube-system",
         pod_name="dns-1",
+        netns_id=NetnsId(4, 4026532001),
     )
+    assert attachment_record(plan, "c1", NETNS, "boot-1", pod).netns_id is None
 
 
 def test_plan_check_field_by_field_and_its_error() -> None:
@@ -190,6 +193,16 @@ def test_every_drift_is_reported_not_only_the_first() -> None:
         "interface eth0 is down",
         "masquerade rule for c1 (IPv4) not found",
     ]
+
+
+def test_the_host_veth_is_the_pod_interfaces_peer_and_listed_in_prev_result() -> None:
+    assert drifts(exp(), ok_obs()._replace(host_veth=None)) == [
+        Drift("host veth of eth0 not found", "no veth is the peer of eth0")]
+    # prevResult lists another host interface, not the veth the pod interface pairs with
+    prev = dict(PREV, interfaces=[dict(i, name="veth-other") if i["name"] == VETH else i
+                                  for i in PREV["interfaces"]])
+    e = plan_check(conf(prevResult=prev), "c1", "eth0", NETNS)
+    assert drifts(e, ok_obs()) == [Drift(f"prevResult does not list the host veth {VETH}")]
 
 
 def test_prev_result_without_the_pod_interface() -> None:
