@@ -15,8 +15,11 @@ multiplies the hypothesis examples (WEFT_SOAK=1 = x5) and runs the whole wrong-t
 (1449 runs) instead of a sample; WEFT_FUZZ_WORKER=<i>/<n> gives soak worker i of n its share
 of the table, so that n soak processes run side by side (tests/robustness/soak.sh).
 Inputs are kept inside the sandbox: absolute paths the fuzzer invents are re-rooted under
-the test's temp dir, a config that would fall back to the machine's default dataDir or
-subnet file is never run, /proc, /run, /var, /sys, /dev never appear.
+the test's temp dir; a config that falls back to weft's default dataDir or subnet file
+(/var/lib/cni/networks, /run/flannel/subnet.env) runs in a private mount namespace whose
+/var/lib/cni and /run/flannel are directories of the test's temp dir (``PrivateDefaults``),
+so those defaults are exercised and the machine's are never touched; /proc, /run, /var, /sys,
+/dev never appear in what the fuzzer invents.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import copy
 import ipaddress
 import json
 import os
+import shlex
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -35,6 +40,7 @@ from hypothesis import strategies as st
 
 from tests import wrongtypes
 from tests.netns import (
+    PLUGIN,
     Node,
     Outcome,
     nat_table,
@@ -45,7 +51,6 @@ from tests.netns import (
     tree,
 )
 from tests.robustness._support import (
-    FIGURES,
     Malformed,
     bump,
     expect_error,
@@ -81,7 +86,15 @@ class Sandbox:
         self.target = node.pod()  # the netns fuzzed ADDs may use
         (node.tmp / "fz").mkdir(exist_ok=True)  # where fuzzed logFiles go (not compared)
         expect_result(node.add(self.base_pod, BASE))
+        self._private: PrivateDefaults | None = None
         self.baseline = self.snapshot()
+
+    def private_defaults(self) -> PrivateDefaults:
+        """Made on first use; its files join the snapshot (the baseline is retaken)."""
+        if self._private is None:
+            self._private = PrivateDefaults(self.node)
+            self.baseline = self.snapshot()
+        return self._private
 
     def snapshot(self) -> dict[str, Any]:
         files = {
@@ -121,13 +134,14 @@ class Sandbox:
         return None
 
     def settle(self, out: Outcome, command: str, conf: Any, env: dict[str, str],
-               drop: tuple[str, ...] = ()) -> None:
-        """Judge the run, undo a successful ADD as the runtime would, compare the state."""
+               drop: tuple[str, ...] = (), runner: Node | None = None) -> None:
+        """Judge the run, undo a successful ADD as the runtime would (``runner``: the node
+        the ADD ran on), compare the state."""
         ok = self.judge(out, command)
         if ok is not None:
             bump("fuzz.accepted_adds")
             rest = {k: v for k, v in env.items() if k != "CNI_COMMAND"}
-            dele = self.node.exec("DEL", conf, env=rest, drop=drop,
+            dele = (runner or self.node).exec("DEL", conf, env=rest, drop=drop,
                                   cid=env.get("CNI_CONTAINERID", ""),
                                   netns=env.get("CNI_NETNS", ""),
                                   ifname=env.get("CNI_IFNAME", "eth0"))
@@ -435,14 +449,6 @@ def test_path_traversal_refused_before_touching_disk(
     assert pod_links(pod) == set() and node_veths(node) == set()
 
 
-def test_nul_in_environment_cannot_reach_the_plugin() -> None:
-    """NUL cannot be passed in CNI_* (execve strings end at NUL): documented, and checked
-    where it can arrive -- JSON strings (name/dataDir cases above)."""
-    with pytest.raises(ValueError):
-        os.execve("/bin/true", ["/bin/true"], {"CNI_CONTAINERID": "a\x00b"})
-    assert FIGURES is not None
-
-
 def test_corrupt_store_files_are_reported(node: Node) -> None:
     """A corrupt or foreign file in the store is reported (stderr or logFile), so the
     operator can find it -- by the commands that scan the whole store (STATUS, GC)."""
@@ -564,34 +570,93 @@ def _envelope(text: str, kind: str, key: str, token: str) -> bytes:
     return raw
 
 
-def _safe_to_run(raw: bytes, command: str, tmp: Path) -> bool:
-    """Would a plugin that accepts ``raw`` stay inside the sandbox? (Python's decoder accepts
-    a superset of what weft does, so what it cannot decode, weft refuses.)"""
+SANDBOX, DEFAULTS = "sandbox", "defaults"
+
+
+def _where_to_run(raw: bytes, command: str, tmp: Path) -> str | None:
+    """Where a plugin that accepts ``raw`` stays inside the sandbox: ``SANDBOX`` (every path
+    it names is under ``tmp``), ``DEFAULTS`` (it may fall back to weft's default dataDir or
+    subnet file: run it under ``PrivateDefaults``), or None (it names another path of the
+    machine, or a GC list that would sweep the baseline pod). Python's decoder accepts a
+    superset of what weft does, so what it cannot decode, weft refuses."""
     try:
         conf = json.loads(raw)
     except (ValueError, RecursionError):
-        return True
+        return SANDBOX
     if not isinstance(conf, dict):
-        return True
+        return SANDBOX
     inside = str(tmp)
+    where = SANDBOX
     ipam = conf.get("ipam")
     if ipam is None or isinstance(ipam, dict):  # weft reads dataDir (or its default)
         data_dir = (ipam or {}).get("dataDir")
-        if not (isinstance(data_dir, str) and not data_dir.startswith("/")) and not (
-            isinstance(data_dir, str) and data_dir.startswith(inside + "/")
-        ):
-            return False
+        if not isinstance(data_dir, str) or not data_dir:
+            where = DEFAULTS  # absent or not a path: the default, or refused
+        elif data_dir.startswith("/") and not data_dir.startswith(inside + "/"):
+            return None
     for key in ("logFile", "subnetFile"):
         v = conf.get(key)
         if isinstance(v, str) and v and not v.startswith(inside + "/"):
-            return False
+            return None
     if ("subnetFile" in conf or "delegate" in conf) and conf.get("subnetFile") in (None, ""):
-        return False  # the flannel shape's default subnet file is the machine's
+        where = DEFAULTS  # the flannel shape's default subnet file
     va = conf.get("cni.dev/valid-attachments")
     if command == "GC" and isinstance(va, list) and all(isinstance(a, dict) for a in va):
         # a list weft could accept must keep the baseline pod valid, or GC sweeps it
-        return wrongtypes.BASE_ATTACHMENT in va
-    return True
+        return where if wrongtypes.BASE_ATTACHMENT in va else None
+    return where
+
+
+def _helper_in_play() -> bool:
+    """tests/serve/with_helper.py's wrapper hands every exec to a ``weft serve`` helper,
+    which opens the files a config names in its own mount namespace (the machine's): a
+    private mount namespace around the client would not cover them."""
+    try:
+        with open(PLUGIN, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"#!") and b"WEFT_SOCKET=" in head
+
+
+class PrivateDefaults:
+    """The sandbox node's plugin run in a private mount namespace (unshare(1), inside the
+    node's netns) in which /run is a tmpfs holding only the netns mounts, /var/lib is a
+    tmpfs, and /var/lib/cni and /run/flannel are bind mounts of two directories of the
+    test's temp dir: weft's default dataDir (/var/lib/cni/networks) and subnet file
+    (/run/flannel/subnet.env, a copy of the node's) are real paths of the run, and the
+    snapshot of the temp dir sees whatever a run leaves in them."""
+
+    def __init__(self, node: Node) -> None:
+        base = node.tmp / "private-defaults"
+        self.var_lib_cni = base / "var-lib-cni"
+        self.run_flannel = base / "run-flannel"
+        old_run = base / "old-run"  # where the real /run stays reachable for the netns mounts
+        for d in (self.var_lib_cni, self.run_flannel, old_run):
+            d.mkdir(parents=True)
+        shutil.copyfile(node.subnet_file, self.run_flannel / "subnet.env")
+        unshare = shutil.which("unshare")
+        assert unshare is not None, "unshare (util-linux) is needed"
+        script = "\n".join([
+            "set -e",
+            f"mount --rbind /run {shlex.quote(str(old_run))}",
+            "mount -t tmpfs -o mode=0755 weft-fuzz-run /run",
+            "mkdir /run/netns /run/flannel",
+            f"mount --rbind {shlex.quote(str(old_run))}/netns /run/netns",
+            f"mount --bind {shlex.quote(str(self.run_flannel))} /run/flannel",
+            "mount -t tmpfs -o mode=0755 weft-fuzz-var-lib /var/lib",
+            "mkdir /var/lib/cni",
+            f"mount --bind {shlex.quote(str(self.var_lib_cni))} /var/lib/cni",
+            f'exec {shlex.quote(node.plugin)} "$@"',
+        ])
+        wrapper = base / "weft"
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            f"exec {unshare} --mount --propagation private /bin/sh -c {shlex.quote(script)} "
+            'weft "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        self.node = Node(node.ns, node.tmp, node.subnet_x, str(wrapper))
 
 
 def _fill(node: Node) -> dict[str, str]:
@@ -626,17 +691,47 @@ def test_structured_stdin(sandbox: Sandbox, data: st.DataObject, shape: str, tok
     key = data.draw(st.sampled_from(sorted(k for k in conf if k not in PATHLIKE_KEYS)),
                     label="duplicated key")
     raw = _envelope(text, envelope, key, token)
-    if not _safe_to_run(raw, command, node.tmp):
+    where = _where_to_run(raw, command, node.tmp)
+    if where is None:
         bump("fuzz.structured_skipped_outside_sandbox")
         return
+    runner = node
+    if where == DEFAULTS:
+        if _helper_in_play():
+            bump("fuzz.structured_default_paths_not_run_through_a_helper")
+            return
+        runner = sandbox.private_defaults().node
+        bump("fuzz.structured_default_paths")
     bump(f"fuzz.structured_envelope.{envelope}")
     env = {"CNI_CONTAINERID": _valid_id(), "CNI_NETNS": sandbox.target.path}
-    out = node.exec(command, raw, cid=env["CNI_CONTAINERID"], netns=env["CNI_NETNS"])
+    out = runner.exec(command, raw, cid=env["CNI_CONTAINERID"], netns=env["CNI_NETNS"])
     if envelope in ("oversize", "utf16", "utf16le", "utf32", "invalid-byte",
                     "encoded-surrogate", "truncated-utf8", "trailing-junk", "trailing-nul",
                     "truncated", "bom-twice"):
         assert expect_error(out, 6)  # never a valid UTF-8 JSON text of at most 4 MiB
-    sandbox.settle(out, command, raw, env)
+    sandbox.settle(out, command, raw, env, runner=runner)
+
+
+def test_private_defaults_exercise_weft_default_paths(sandbox: Sandbox) -> None:
+    """The control for the structured examples run under ``PrivateDefaults``: k3s's config
+    without subnetFile and dataDir goes to weft's defaults, and they are the private ones:
+    the reservation appears under the private /var/lib/cni/networks, DEL removes it, and
+    the machine's paths stay as they were (the session's guard_machine_paths)."""
+    if _helper_in_play():
+        pytest.skip("a weft serve helper opens the default paths in the machine's mount "
+                    "namespace, which a private one around the client does not cover")
+    private = sandbox.private_defaults()
+    conf = sandbox.node.conf()
+    del conf["subnetFile"]
+    del conf["ipam"]
+    pod = sandbox.node.pod()
+    out = private.node.exec("ADD", conf, "fuzz-defaults", pod.path)
+    res = expect_result(out)
+    store = private.var_lib_cni / "networks" / "cbr0"
+    assert (store / result_ip(res)).read_bytes() == b"fuzz-defaults\r\neth0"
+    expect_ok_empty(private.node.exec("DEL", conf, "fuzz-defaults", pod.path))
+    assert not (store / result_ip(res)).exists() and pod_links(pod) == set()
+    assert sandbox.snapshot() == sandbox.baseline
 
 
 # ---- 8. every field, every wrong JSON type ------------------------------------------------

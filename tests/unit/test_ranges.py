@@ -3,7 +3,6 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import sys
-import time
 
 import pytest
 
@@ -212,12 +211,9 @@ def test_each_candidate_exactly_once_from_every_start() -> None:
 
 def test_ipv6_64_iterator_is_lazy() -> None:
     rs = RangeSet([Range("2001:cafe:42::/64")])
-    t = time.perf_counter()
     it = rs.iterate(A("2001:cafe:42:0:ffff:ffff:ffff:fffe"))
     first = strs(it, 3)
-    elapsed = time.perf_counter() - t
     assert first == ["2001:cafe:42:0:ffff:ffff:ffff:ffff", "2001:cafe:42::2", "2001:cafe:42::3"]
-    assert elapsed < 0.05
     assert sys.getsizeof(it) < 200  # a handful of slots, no materialised list
     assert rs.capacity == 2**64 - 2  # minus network address and gateway
     assert not hasattr(it, "__dict__")
