@@ -193,7 +193,7 @@ test-helper: test-serve test-kernel-helper conformance-helper test-robustness-he
 # Mutation testing (mutmut, configured in pyproject.toml) of the pure modules against
 # tests/unit: build/mutate/report.md lists every surviving mutant with its justification
 # (tests/mutate/justified.toml); fails under 90 % killed or on an unjustified survivor.
-# Not part of `make test` or CI: a full run takes about half an hour on two cores.
+# Not part of `make test` or CI: it runs the unit tests once per mutant, thousands of times.
 mutate: deps
 	$(PYTHON) scripts/mutate.py
 

@@ -122,6 +122,16 @@ VALUES: list[tuple[str, str, tuple[str | int, ...], Any]] = [
     ("unknown-far", "bridge", ("zzzzzzzzzzzz",), 1),
     ("delegates", "flannel", ("delegates",), {}),
     ("subnetfile-key-case", "bridge", ("subnetfile",), "/x"),
+    ("route-dst-host-bits", "bridge", ("ipam", "routes"), [{"dst": "192.168.7.1/16"}]),
+    ("route-gw-other-family", "bridge", ("ipam", "routes"),
+     [{"dst": "192.168.0.0/16", "gw": "2001:db8::1"}]),
+    ("datadir-4000-chars", "bridge", ("ipam", "dataDir"), "/" + "d/" * 1999 + "e"),
+    ("datadir-4001-chars", "bridge", ("ipam", "dataDir"), "/" + "d/" * 2000),
+    ("lock-timeout-one", "bridge", ("lockTimeout",), 1),
+    ("lock-timeout-half", "bridge", ("lockTimeout",), 0.5),
+    ("flannel-no-gateway-keys", "flannel", ("delegate",), {"isDefaultGateway": False}),
+    ("flannel-gateway-off", "flannel", ("delegate",),
+     {"isDefaultGateway": False, "isGateway": False}),
 ]
 
 
@@ -164,6 +174,9 @@ def inputs() -> dict[str, tuple[dict[str, Any], Any]]:
     for label, shape, path, value in VALUES:
         base = wrongtypes.build(shape, ("name",), "cbr0", FILL)
         table[label] = (_set(base, path, value), subnet)
+    nameless = wrongtypes.build("bridge", ("name",), "cbr0", FILL)
+    del nameless["name"]
+    table["name-absent"] = (nameless, subnet)
     return table
 
 

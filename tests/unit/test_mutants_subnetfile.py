@@ -82,6 +82,17 @@ FILES: dict[str, str] = {
     "unknown-key": K3S + "FLANNEL_BACKEND=vxlan\n",
     "crlf": K3S.replace("\n", "\r\n"),
     "no-trailing-newline": K3S.rstrip("\n"),
+    "quote-doubled-start": 'FLANNEL_NETWORK=""10.42.0.0/16"\nFLANNEL_SUBNET=10.42.3.1/24\n',
+    "quote-doubled-end": 'FLANNEL_NETWORK="10.42.0.0/16""\nFLANNEL_SUBNET=10.42.3.1/24\n',
+    "single-quote-end-only": "FLANNEL_NETWORK=10.42.0.0/16'\nFLANNEL_SUBNET=10.42.3.1/24\n",
+    "v6-networks-list-spaces": K3S + "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56, 2001:cafe:43::/56\n"
+    "FLANNEL_IPV6_SUBNET=2001:cafe:43:3::1/64\n",
+    "v6-subnet-with-space": K3S + "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56\n"
+    "FLANNEL_IPV6_SUBNET=2001:cafe:42:3::1 /64\n",
+    "v6-network-garbage": K3S + "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56,x/9\n"
+    "FLANNEL_IPV6_SUBNET=2001:cafe:42:3::1/64\n",
+    "subnet-outside-a-list": "FLANNEL_NETWORK=10.42.0.0/16,10.44.0.0/16\n"
+    "FLANNEL_SUBNET=10.43.3.1/24\n",
 }
 
 
