@@ -92,7 +92,7 @@ FILES: dict[str, str] = {
     "v6-network-garbage": K3S + "FLANNEL_IPV6_NETWORK=2001:cafe:42::/56,x/9\n"
     "FLANNEL_IPV6_SUBNET=2001:cafe:42:3::1/64\n",
     "subnet-outside-a-list": "FLANNEL_NETWORK=10.42.0.0/16,10.44.0.0/16\n"
-    "FLANNEL_SUBNET=10.43.3.1/24\n",
+    "FLANNEL_SUBNET=10.43.3.1/24\n" + REST,
 }
 
 
