@@ -50,8 +50,10 @@ class OldRoot(NamedTuple):
 
     def command(self, *argv: str) -> list[str]:
         """argv run inside the root (argv[0] is a path inside the root)."""
+        # absolute: a wrapper may run with a PATH a test has narrowed
+        nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
         chroot = shutil.which("chroot") or "/usr/sbin/chroot"
-        return ["nsenter", f"--mount=/proc/{self.holder}/ns/mnt", "--", chroot,
+        return [nsenter, f"--mount=/proc/{self.holder}/ns/mnt", "--", chroot,
                 str(self.path), *argv]
 
     def run(self, *argv: str, env: dict[str, str] | None = None,

@@ -87,8 +87,10 @@ class SystemdRoot(NamedTuple):
 
     def command(self, *argv: str) -> list[str]:
         """argv run inside the root, in its mount and pid namespaces."""
+        # absolute: a wrapper may run with a PATH a test has narrowed
+        nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
         chroot = shutil.which("chroot") or "/usr/sbin/chroot"
-        return ["nsenter", "-t", str(self.pid), "-m", "-p", "--", chroot, str(self.path), *argv]
+        return [nsenter, "-t", str(self.pid), "-m", "-p", "--", chroot, str(self.path), *argv]
 
     def run(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(*argv), capture_output=True, text=True,
