@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import Node, delete_netns, guard_machine_paths, nat_table, new_netns
+from tests.netns import Node, guard_machine_paths, sandbox_node
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -23,15 +23,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
-    ns = new_netns("wt")
-    n = Node(ns, tmp_path, nat_before=nat_table(ns))
-    n.write_subnet()
-    try:
+    with sandbox_node(tmp_path) as n:
         yield n
-    finally:
-        for p in n.pods:
-            delete_netns(p)
-        delete_netns(ns)
 
 
 # the machine's own CNI paths end the session as they began (tests.netns.MACHINE_PATHS)

@@ -23,6 +23,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -570,6 +571,21 @@ class Node:
             for n, link in self.ns.links().items()
             if link.get("linkinfo", {}).get("info_kind") == "veth"
         ]
+
+
+@contextmanager
+def sandbox_node(tmp: Path) -> Iterator[Node]:
+    """A sandbox node (its netns, k3s's subnet file in ``tmp``, the nat tables as set up);
+    its pods and netns deleted afterwards."""
+    ns = new_netns("wt")
+    n = Node(ns, tmp, nat_before=nat_table(ns))
+    n.write_subnet()
+    try:
+        yield n
+    finally:
+        for p in n.pods:
+            delete_netns(p)
+        delete_netns(ns)
 
 
 # ---- oracles over a sandbox node: what is left of an attachment ---------------------------------

@@ -16,16 +16,12 @@ from typing import Any
 import pytest
 
 from tests.netns import Netns, Node
+from tests.netns import expect_ok as ok
 
 pytestmark = pytest.mark.root
 
 CHECK_FAILED = 102
 POD_IP = "10.42.0.2"
-
-
-def ok(out: Any) -> Any:
-    assert out.rc == 0, f"rc={out.rc} stdout={out.stdout} stderr={out.stderr[-2000:]}"
-    return out.json if out.stdout.strip() else None
 
 
 def break_mtu(node: Node, pod: Netns, res: dict[str, Any]) -> None:

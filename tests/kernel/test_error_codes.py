@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from tests.netns import Node, nat_mentions, subnet_env
+from tests.netns import expect_ok as ok
 
 pytestmark = pytest.mark.root
 
@@ -35,11 +36,6 @@ IO_FAILURE = 5
 NETLINK_FAILURE = 101
 MASQ_FAILURE = 104
 DUPLICATE_ALLOCATION = 105
-
-
-def ok(out: Any) -> Any:
-    assert out.rc == 0, f"rc={out.rc} stdout={out.stdout} stderr={out.stderr[-2000:]}"
-    return out.json if out.stdout.strip() else None
 
 
 def err(out: Any, code: int) -> dict[str, Any]:

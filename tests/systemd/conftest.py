@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import Node, delete_netns, nat_table, new_netns
+from tests.netns import Node, sandbox_node
 from tests.release.oldroot import tarball
 from tests.systemd.sdroot import SystemdRoot, systemd_root
 
@@ -47,12 +47,5 @@ def top_of(root: SystemdRoot) -> str:
 def node(sdroot: SystemdRoot, request: pytest.FixtureRequest) -> Iterator[Node]:
     """tests/conftest.py's sandbox node, its files in a directory the root sees at the same
     path (the root's /tmp is its own)."""
-    ns = new_netns("wt")
-    n = Node(ns, sdroot.node_dir(request.node.name[:40]), nat_before=nat_table(ns))
-    n.write_subnet()
-    try:
+    with sandbox_node(sdroot.node_dir(request.node.name[:40])) as n:
         yield n
-    finally:
-        for p in n.pods:
-            delete_netns(p)
-        delete_netns(ns)
