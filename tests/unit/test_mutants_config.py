@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 from cni.config import config_warnings, parse_netconf, shape_reason
 from cnispec.errors import CNIError
-from ipam.subnetfile import parse_subnet_file
+from ipam.subnetfile import SubnetFile, parse_subnet_file
 from tests import wrongtypes
 
 GOLDEN = Path(__file__).parent / "golden" / "config.json"
@@ -203,3 +204,13 @@ def test_config_answers_match_the_reviewed_table() -> None:
     assert len([a for a in got.values() if "netconf" in a]) > 20
     assert {1, 7} <= codes
     assert sum(1 for a in got.values() if a["warnings"]) > 5
+
+
+def test_a_subnet_file_without_ipmasq_or_mtu_leaves_the_bridge_masquerading() -> None:
+    """parse_subnet_file refuses a file without FLANNEL_IPMASQ or FLANNEL_MTU; a SubnetFile
+    without them, built directly, gets the bridge's own masquerade and no MTU."""
+    subnet = SubnetFile((ipaddress.ip_network("10.42.0.0/16"),),
+                        ipaddress.IPv4Interface("10.42.3.1/24"), None, None, None)
+    conf = {"cniVersion": "1.0.0", "name": "cbr0", "type": "weft", "delegate": {}}
+    got = parse_netconf(conf, subnet)
+    assert (got.ip_masq, got.mtu) == (True, None)
