@@ -17,6 +17,7 @@ from cnispec.errors import CNIError, InvalidEnv, os_error, os_errors
 from ipam.attachments import NetnsId
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -79,14 +80,20 @@ def identity_at(path: str) -> NetnsId | None:
     return NetnsId(st.st_dev, st.st_ino)
 
 
-def setns(fd: int, what: str) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
+def enter(fd: int, nstype: int) -> None:
+    """setns(2) into the namespace ``fd`` of kind ``nstype``; OSError with its errno."""
+    if _libc.setns(fd, nstype) != 0:
         err = ctypes.get_errno()
-        if err == errno.EINVAL:
-            raise InvalidEnv("not a network namespace", what)
-        raise os_error(
-            OSError(err, os.strerror(err)), "entering network namespace", what, NetnsGone
-        )
+        raise OSError(err, os.strerror(err))
+
+
+def setns(fd: int, what: str) -> None:
+    try:
+        enter(fd, CLONE_NEWNET)
+    except OSError as e:
+        if e.errno == errno.EINVAL:
+            raise InvalidEnv("not a network namespace", what) from None
+        raise os_error(e, "entering network namespace", what, NetnsGone) from None
 
 
 @contextmanager

@@ -23,7 +23,6 @@ helper runs, the helper drains and exits so that systemd starts the new one.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import select
@@ -43,7 +42,6 @@ MAX_CHILDREN = 256  # beyond that, connections wait in the listen backlog
 SD_LISTEN_FDS_START = 3
 _DONE = "done"
 USAGE = "usage: weft serve [--socket PATH] [--max-children N]\n"
-CLONE_NEWNS = 0x00020000
 
 
 class Refused(Exception):
@@ -458,11 +456,13 @@ def _enter_client(conn: socket.socket, peer: int) -> None:
             raise Refused("the client went away before the accept")
         # Entering the namespace the child is already in changes nothing, and the kernel
         # refuses it to a process whose file-system state is shared (qemu-user's threads).
-        if not _same_file(os.fstat(mnt), os.stat("/proc/self/ns/mnt")) and (
-            _libc_setns(mnt, CLONE_NEWNS) != 0
-        ):
-            err = ctypes.get_errno()
-            raise Refused(f"cannot enter the client's mount namespace: {os.strerror(err)}")
+        if not _same_file(os.fstat(mnt), os.stat("/proc/self/ns/mnt")):
+            try:
+                netns.enter(mnt, netns.CLONE_NEWNS)
+            except OSError as e:
+                raise Refused(
+                    f"cannot enter the client's mount namespace: {e.strerror}"
+                ) from None
         os.fchdir(root)
         os.chroot(".")
         try:
@@ -490,11 +490,6 @@ def _code_root() -> str:
     if getattr(sys, "frozen", False) and bundle:
         return str(bundle)
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _libc_setns(fd: int, nstype: int) -> int:
-    libc = ctypes.CDLL(None, use_errno=True)
-    return int(libc.setns(fd, nstype))
 
 
 def _recv_no_fds(conn: socket.socket, n: int, deadline: float) -> bytes:
