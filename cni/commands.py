@@ -67,10 +67,17 @@ from ipam.store import Reservation
 from ipam.subnetfile import SubnetFile, SubnetFileIncomplete, parse_subnet_file
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+# Seams for the ``weft serve`` helper (cni.serve), unset on the exec path: the subnet file
+# as the helper parsed it ahead of the request while ``path`` is still that file (else
+# None), and the boot id it read once.
+preparsed_subnet: Callable[[str], SubnetFile | None] | None = None
+known_boot_id: str | None = None
 
 
 # ---- loading ----------------------------------------------------------------------------
 def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
+    if preparsed_subnet is not None and (ahead := preparsed_subnet(path)) is not None:
+        return ahead
     try:
         with open(path, encoding="utf-8", errors="strict") as f:
             text = f.read()
@@ -106,6 +113,8 @@ def load_conf(req: Request, *, need_subnet: bool) -> NetConf:
 
 
 def boot_id() -> str:
+    if known_boot_id is not None:
+        return known_boot_id
     with os_errors("reading the boot id", BOOT_ID_PATH), open(BOOT_ID_PATH, encoding="ascii") as f:
         return f.read().strip()
 

@@ -7,45 +7,147 @@ in-process). Runs in the foreground; SIGTERM (or SIGINT) stops accepting, lets t
 requests finish, and exits 0.
 
 The parent never parses what a client sends: it checks the peer's uid (SO_PEERCRED, root
-only), forks, and watches. The child reads the bounded handshake (``cni.helperproto``)
-under a deadline, enters the client's mount namespace, root and network namespace (so every
-path in the request means what it means to the runtime), accepts, takes the GO with the
-client's stdout/stderr and CNI_NETNS, makes the request's environment, umask and cwd its
-own, and runs exactly the code of the in-process path (``cni.__main__.run``). The child
-writes the exit status to the client itself, so a request accepted before the parent is
-killed still completes. The parent SIGKILLs a child whose client went away (a runtime kills
-a plugin on timeout: the request dies with it), tells the client when its child was killed
-by a signal, reaps every child, and logs one line per request to stderr. A client of another
-build is refused (it runs in-process); when the bundle on disk is no longer the one this
-helper runs, the helper drains and exits so that systemd starts the new one.
+only), hands the connection to a child it forked ahead (the spare, waiting on a socket pair:
+the request pays no fork; EOF there, when the parent stops or dies, ends it before it reads
+any request), forks the next spare, and watches. The child reads the bounded handshake
+(``cni.helperproto``) under a deadline, enters the client's mount namespace, root and
+network namespace (so every path in the request means what it means to the runtime),
+accepts, takes the GO with the client's stdout/stderr and CNI_NETNS, makes the request's
+environment, umask and cwd its own, and runs exactly the code of the in-process path
+(``cni.__main__.run``), with the boot id and the subnet files the parent loaded ahead
+(``Ahead``: used only while the file is the one parsed). The child writes the exit status
+to the client itself, so a request accepted before the parent is killed still completes.
+The parent SIGKILLs a child whose client went away (a runtime kills a plugin on timeout:
+the request dies with it), tells the client when its child was killed by a signal, reaps
+every child, and logs one line per request to stderr. A client of another build is refused
+(it runs in-process); when the bundle on disk is no longer the one this helper runs, the
+helper drains and exits so that systemd starts the new one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import select
 import signal
 import socket
 import stat
+import struct
 import sys
 import time
 from typing import NamedTuple
 
 from cni import handoff, netns
 from cni import helperproto as proto
+from cni.config import DEFAULT_SUBNET_FILE
 from cnispec.errors import CNIError
+from ipam.subnetfile import SubnetFile, parse_subnet_file
 
 HANDSHAKE_DEADLINE = 2.0  # seconds for a child to receive the whole request (and the GO)
 MAX_CHILDREN = 256  # beyond that, connections wait in the listen backlog
 SD_LISTEN_FDS_START = 3
 _DONE = "done"
+_SUBNET = "subnet "  # a child's report: a subnet file it read itself (the parent parses it)
+_PEER = struct.Struct("i")  # the client's pid, with the connection handed to the spare
+SPARE_NAME = b"weft-spare"  # the process name of the child waiting for a request
+REQUEST_NAME = b"weft-request"  # and of a child serving one
+AHEAD_MAX_FILES = 8  # subnet files parsed ahead (one per network on a node)
+AHEAD_MAX_BYTES = 64 * 1024
+SETTLED = 2.0  # seconds a file must be unchanged before it is parsed ahead
 USAGE = "usage: weft serve [--socket PATH] [--max-children N]\n"
 
 
 class Refused(Exception):
     """A handshake the child will not serve (the client then runs the request itself)."""
+
+
+class Ahead:
+    """What the parent loads before a request arrives, for every child it forks: the boot
+    id (read once) and the subnet files requests named, parsed. A child uses a parsed file
+    only while the path, as the child sees it in the client's namespaces, still has the
+    (st_dev, st_ino, st_mtime_ns, st_size) of what was parsed; otherwise it reads the file
+    itself, exactly as the exec path does, and reports the path so the parent parses it
+    for the next child. The parent opens only what a child reported, non-blocking, and keeps
+    only a small regular file: a path in a config never stalls the helper."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[tuple[int, int, int, int], SubnetFile]] = {}
+        self.missed: list[str] = []  # in a child: the paths it had to read itself
+
+    def install(self) -> None:
+        from cni import commands
+
+        commands.preparsed_subnet = self.lookup
+        with contextlib.suppress(CNIError):
+            commands.known_boot_id = commands.boot_id()
+
+    def lookup(self, path: str) -> SubnetFile | None:
+        entry = self.files.get(path)
+        if entry is not None:
+            with contextlib.suppress(OSError):
+                if _file_key(os.stat(path)) == entry[0]:
+                    return entry[1]
+        if path not in self.missed:
+            self.missed.append(path)
+        return None
+
+    def refresh(self, path: str) -> bool:
+        """Parse ``path`` unless its entry is current; True when the entry changed. Only an
+        absolute path to a small regular file that has not changed for ``SETTLED`` seconds
+        is kept (a later change then has a later mtime, even on a coarse clock)."""
+        if not path.startswith("/"):
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            return self.files.pop(path, None) is not None
+        try:
+            st = os.fstat(fd)
+            key = _file_key(st)
+            entry = self.files.get(path)
+            if entry is not None and entry[0] == key:
+                return False
+            data = b""
+            if (
+                stat.S_ISREG(st.st_mode)
+                and st.st_size <= AHEAD_MAX_BYTES
+                and time.time() - st.st_mtime >= SETTLED
+            ):
+                data = os.read(fd, AHEAD_MAX_BYTES + 1)
+            if len(data) != st.st_size or not data or _file_key(os.fstat(fd)) != key:
+                return self.files.pop(path, None) is not None
+        except OSError:
+            return self.files.pop(path, None) is not None
+        finally:
+            os.close(fd)
+        try:  # read as read_subnet_file reads it: text mode, UTF-8, universal newlines
+            parsed = parse_subnet_file(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8",
+                                                        errors="strict").read(), path)
+        except (ValueError, CNIError):  # the child reads it and reports what is wrong
+            return self.files.pop(path, None) is not None
+        if path not in self.files and len(self.files) >= AHEAD_MAX_FILES:
+            del self.files[next(iter(self.files))]
+        self.files[path] = (key, parsed)
+        return True
+
+
+def _file_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class Spare:
+    """A child forked ahead of the next request, waiting on ``hand`` (its end of a socket
+    pair) for a connection: the request pays no fork. EOF there (the parent closed it, or
+    died) ends it before it ever reads a request."""
+
+    __slots__ = ("pid", "hand", "report")
+
+    def __init__(self, pid: int, hand: socket.socket, report: int) -> None:
+        self.pid = pid
+        self.hand = hand
+        self.report = report
 
 
 class Child:
@@ -168,6 +270,9 @@ class Server:
         self.ident = ident
         self.children: dict[int, Child] = {}
         self.by_conn: dict[int, int] = {}  # conn fd -> child pid
+        self.ahead = Ahead()
+        self.spare: Spare | None = None
+        self.leaving: set[int] = set()  # spares told to go (or killed), not yet reaped
         self.stopping = False
         self.served = 0
         self.poll = select.poll()
@@ -188,15 +293,20 @@ class Server:
         self.poll.register(self.listener.fileno(), select.POLLIN)
         import gc
 
+        self.ahead.install()
+        self.ahead.refresh(DEFAULT_SUBNET_FILE)
         gc.collect()
         gc.freeze()  # forked children then share the pre-imported heap instead of copying it
+        self.spare = self._fork_spare()
         where = self.owned or f"fd {SD_LISTEN_FDS_START} (systemd)"
         _log(f"serving on {where}, build {self.ident.decode(errors='replace')}")
         while True:
             self._reap()
             if self.stopping and self.listener is not None:
                 self._close_listener()
-            if self.stopping and not self.children:
+            if self.stopping and self.spare is not None:
+                self._drop_spare()  # EOF on its hand: it exits without a request
+            if self.stopping and not self.children and not self.leaving:
                 break
             self._listen_only_below_cap()
             try:
@@ -257,24 +367,85 @@ class Server:
             conn.close()
 
     def _fork(self, conn: socket.socket, peer: int) -> None:
+        """Hand the connection to the waiting spare (forked now if there is none), then fork
+        the next spare while this request runs."""
+        spare = self.spare or self._fork_spare()
+        self.spare = None
+        try:
+            socket.send_fds(spare.hand, [_PEER.pack(peer)], [conn.fileno()])
+        except OSError:  # it died since: a fresh one takes the connection
+            self._lost_spare(spare)
+            spare = self._fork_spare()
+            try:
+                socket.send_fds(spare.hand, [_PEER.pack(peer)], [conn.fileno()])
+            except OSError:
+                self._lost_spare(spare)
+                raise
+        spare.hand.close()
+        self.children[spare.pid] = Child(spare.pid, conn, spare.report)
+        self.by_conn[conn.fileno()] = spare.pid
+        self.poll.register(conn.fileno(), select.POLLRDHUP)
+        if not self.stopping:
+            try:
+                self.spare = self._fork_spare()
+            except OSError as e:  # the next accept tries again
+                _log(f"cannot fork a spare child: {e}")
+
+    def _fork_spare(self) -> Spare:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         report_r, report_w = os.pipe()
         os.set_blocking(report_r, False)
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for end in (ours, theirs):
+                end.close()
+            for fd in (report_r, report_w):
+                os.close(fd)
+            raise
         if pid == 0:  # pragma: no cover - measured through the tests' clients
             code = 70
             try:
+                ours.close()
                 os.close(report_r)
-                code = self._child(conn, peer, report_w)
+                code = self._spare(theirs, report_w)
             except BaseException:  # noqa: BLE001 - a child never returns into the loop
                 code = 70
             finally:
                 os._exit(code)
+        theirs.close()
         os.close(report_w)
-        self.children[pid] = Child(pid, conn, report_r)
-        self.by_conn[conn.fileno()] = pid
-        self.poll.register(conn.fileno(), select.POLLRDHUP)
+        return Spare(pid, ours, report_r)
+
+    def _parse_ahead(self, paths: list[str]) -> None:
+        """Parse the files a child had to read itself; a spare forked before that is
+        replaced, so that the next request finds them parsed."""
+        changed = [path for path in paths if self.ahead.refresh(path)]
+        for path in changed:
+            _log(f"parsed {path} ahead" if path in self.ahead.files else f"dropped {path}")
+        if changed and self.spare is not None and not self.stopping:
+            self._drop_spare()
+            try:
+                self.spare = self._fork_spare()
+            except OSError as e:  # the next accept tries again
+                _log(f"cannot fork a spare child: {e}")
+
+    def _drop_spare(self) -> None:
+        """Close the spare's hand: it exits; the helper exits only once it is reaped."""
+        assert self.spare is not None
+        self.spare.hand.close()
+        os.close(self.spare.report)
+        self.leaving.add(self.spare.pid)
+        self.spare = None
+
+    def _lost_spare(self, spare: Spare) -> None:
+        spare.hand.close()
+        os.close(spare.report)
+        self.leaving.add(spare.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(spare.pid, signal.SIGKILL)
 
     def _hangup(self, fd: int) -> None:
         """The client went away: its request goes with it, as a killed plugin would."""
@@ -286,7 +457,7 @@ class Server:
             os.kill(pid, signal.SIGKILL)
 
     def _reap(self) -> None:
-        while self.children:
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -295,6 +466,12 @@ class Server:
                 return
             child = self.children.pop(pid, None)
             if child is None:
+                if self.spare is not None and pid == self.spare.pid:
+                    # killed from outside while waiting: the next accept forks another
+                    if not self.stopping:
+                        _log(f"the spare child ended before a request: {_status(status)}")
+                    self._drop_spare()
+                self.leaving.discard(pid)
                 continue
             self._finish(child, status)
 
@@ -305,6 +482,8 @@ class Server:
             self.poll.unregister(fd)
         said = child.listen().splitlines()
         what = said[0] if said else ""
+        read = [line[len(_SUBNET):] for line in said if line.startswith(_SUBNET)]
+        self._parse_ahead(read)
         os.close(child.report)
         took = (time.monotonic() - child.started) * 1000.0
         if os.WIFSIGNALED(status):
@@ -317,11 +496,12 @@ class Server:
                     )
             result = f"signal={signo}" + ("" if client_there else " (client gone)")
         else:
-            result = f"exit={os.WEXITSTATUS(status)}"
+            result = _status(status)
         child.conn.close()
         if what.startswith("request "):
             self.served += 1
-            _log(f"{what} {result} ms={took:.1f}")
+            extra = f" subnet-files-read={len(read)}" if read else ""
+            _log(f"{what} {result} ms={took:.1f}{extra}")
         elif what.startswith("stale"):
             _log("the bundle on disk is another build: draining, then exiting")
             self.stopping = True
@@ -332,7 +512,10 @@ class Server:
 
     # ----------------------------------------------------------------------- child
 
-    def _child(self, conn: socket.socket, peer: int, report: int) -> int:
+    def _spare(self, hand: socket.socket, report: int) -> int:
+        """The spare's life: leave the parent's state behind, wait for one connection on
+        ``hand``, serve it. Nothing read before the hand-over is about the request: what the
+        request needs is read after it, in the client's namespaces."""
         signal.set_wakeup_fd(-1)
         for signo in (signal.SIGTERM, signal.SIGCHLD):
             signal.signal(signo, signal.SIG_DFL)
@@ -344,6 +527,23 @@ class Server:
         for other in self.children.values():
             other.conn.close()
             os.close(other.report)
+        _name(SPARE_NAME)
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(hand, _PEER.size, 1)
+        except OSError:
+            return 0
+        hand.close()
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        if len(msg) != _PEER.size or len(fds) != 1:  # EOF: the helper stops or is gone
+            for fd in fds:
+                os.close(fd)
+            return 0
+        _name(REQUEST_NAME)
+        (peer,) = _PEER.unpack(msg)
+        return self._child(socket.socket(fileno=fds[0]), peer, report)
+
+    def _child(self, conn: socket.socket, peer: int, report: int) -> int:
         try:
             req = _receive(conn, peer, self.ident)
         except Refused as e:
@@ -356,7 +556,23 @@ class Server:
             _refuse(conn)
             return 0
         _report(report, req.describe())
-        return _execute(conn, req, report)
+        return _execute(conn, req, report, self.ahead)
+
+
+def _status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal={os.WTERMSIG(status)}"
+    return f"exit={os.WEXITSTATUS(status)}"
+
+
+def _name(comm: bytes) -> None:
+    """The process name ``ps`` shows (and the tests tell a spare by)."""
+    with contextlib.suppress(OSError):
+        fd = os.open("/proc/thread-self/comm", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, comm)
+        finally:
+            os.close(fd)
 
 
 class _OtherBuild(Exception):
@@ -561,7 +777,7 @@ def _parse_env(raw: bytes) -> dict[bytes, bytes]:
     return env
 
 
-def _execute(conn: socket.socket, req: _Request, report: int) -> int:
+def _execute(conn: socket.socket, req: _Request, report: int, ahead: Ahead) -> int:
     """Become the request's process, run it as the in-process path does, report the status."""
     import io
 
@@ -602,6 +818,9 @@ def _execute(conn: socket.socket, req: _Request, report: int) -> int:
         # the runtime reads stdout to EOF: no copy of it may outlive the status
         os.dup2(0, 1)
         os.dup2(0, 2)
+        for path in ahead.missed:
+            if "\n" not in path:
+                _report(report, _SUBNET + path)
         _report(report, _DONE)
         with contextlib.suppress(OSError):
             conn.sendall(proto.REPLY.pack(proto.EXITED, code))

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cni import handoff, helperproto
+from cni import handoff, helperproto, serve
 from tests.netns import PLUGIN, Node, Outcome
 
 SERVED = re.compile(r"\]: request command=(\S+) container=(\S+) ifname=\S+ pid=\d+ (\S+)")
@@ -91,11 +91,19 @@ class Helper:
         raise AssertionError(f"{pattern!r} never logged: {self.log()}")
 
     def children(self) -> list[int]:
+        """The helper's children that took a request (the spare, waiting for the next one,
+        is not one of them)."""
+        return [pid for pid in self.all_children() if comm(pid) != SPARE]
+
+    def all_children(self) -> list[int]:
         try:
             text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
         except FileNotFoundError:
             return []
         return [int(p) for p in text.split()]
+
+    def spares(self) -> list[int]:
+        return [pid for pid in self.all_children() if comm(pid) == SPARE]
 
     def waiting_on(self, path: Path) -> bool:
         """True once a child of the helper has ``path`` open: it runs a request (past the
@@ -110,7 +118,7 @@ class Helper:
 
     def zombies(self) -> list[int]:
         out = []
-        for pid in self.children():
+        for pid in self.all_children():
             try:
                 state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
             except (FileNotFoundError, IndexError):
@@ -123,10 +131,8 @@ class Helper:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
+        """The helper's resident memory and its spare's (pages they share count twice)."""
+        return sum(rss_kib(pid) for pid in [self.pid, *self.spares()])
 
     def stop(self, signo: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         assert self.proc is not None
@@ -148,6 +154,23 @@ class Helper:
             with contextlib.suppress(OSError):
                 os.killpg(self.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+
+
+SPARE = serve.SPARE_NAME.decode()
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
 
 
 def via(helper: Helper) -> dict[str, str]:
