@@ -2,10 +2,11 @@
 
 A CNI request first goes to the ``weft serve`` helper when one is running (``cni.handoff``,
 before any other import); otherwise it runs here. ``cni.commands`` (and with it pyroute2)
-is imported only for the commands that touch the network, so VERSION stays cheap.
+is imported only for the commands that touch the network, and VERSION is answered by
+``cni.version`` without the dispatcher whenever that gives the dispatcher's answer. No
+``from __future__`` here: it would be one more module on every exec (the annotations that
+name a type imported only for the type checker are strings).
 """
-
-from __future__ import annotations
 
 import os
 import sys
@@ -20,7 +21,7 @@ FAULT_ENV = "WEFT_FAULT_AT"  # test seam: SIGKILL ourselves at a named ADD step
 MODULES_ENV = "WEFT_MODULES_OUT"  # test seam: write the names of the loaded modules here
 
 
-def _handler(command: str) -> Handler:
+def _handler(command: str) -> "Handler":
     from cni.commands import HANDLERS
 
     return HANDLERS[command]
@@ -33,17 +34,45 @@ def _checkpoint(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run(stdin: BinaryIO) -> int:
+def run(stdin: "BinaryIO") -> int:
     """One CNI request on this process's environment and stdio: the same code in-process
     and in a ``weft serve`` child."""
-    from cni.dispatch import Dispatcher
+    code = None
+    if os.environ.get("CNI_COMMAND") == "VERSION":
+        code, stdin = _version(stdin)
+    if code is None:
+        from cni.dispatch import Dispatcher
 
-    code = Dispatcher(os.environ.get, stdin, sys.stdout, sys.stderr, _handler, _checkpoint).run()
+        code = Dispatcher(
+            os.environ.get, stdin, sys.stdout, sys.stderr, _handler, _checkpoint
+        ).run()
     modules_out = os.environ.get(MODULES_ENV)
     if modules_out:  # test seam: which modules this exec loaded (pydantic must not be one)
         with open(modules_out, "w", encoding="utf-8") as f:
             f.write("\n".join(sorted(sys.modules)) + "\n")
     return code
+
+
+def _version(stdin: "BinaryIO") -> "tuple[int | None, BinaryIO]":
+    """VERSION answered by ``cni.version``: (0, stdin) once printed; (None, what stdin
+    still holds) when the dispatcher must answer."""
+    import io
+
+    from cni.version import MAX_READ, answer
+
+    try:
+        raw = stdin.read(MAX_READ)
+    except OSError:
+        return None, stdin  # the dispatcher reads it and reports the error
+    text = answer(raw, os.environ.get("CNI_ARGS") or "")
+    if text is not None:
+        try:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+            return 0, stdin
+        except OSError:
+            pass  # the dispatcher's own write fails the way it fails
+    return None, io.BytesIO(raw)
 
 
 def main() -> int:

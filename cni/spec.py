@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from cni.version import CURRENT_VERSION as CURRENT_VERSION
+from cni.version import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS
 from cnispec.errors import IncompatibleVersion, InvalidEnv
 from cnispec.rules import id_problem, interface_name_problem
 
-SUPPORTED_VERSIONS: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
-CURRENT_VERSION = "1.1.0"
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 
 # (command, minimum config version) as libcni/skel enforce them.
