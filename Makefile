@@ -5,7 +5,7 @@ export WEFT_PYTHON := $(PYTHON)
 FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: release test-release test-systemd profile bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-operator test-operator-frozen test-e2e test-cri cnitool test-robustness test-cluster demo-cluster lint typecheck clean \
+.PHONY: check release test-release test-systemd profile bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-operator test-operator-frozen test-e2e test-cri cnitool test-robustness test-cluster demo-cluster lint typecheck clean \
 	test-serve test-helper test-kernel-helper test-robustness-helper conformance-helper \
 	conformance-driver conformance conformance-reference conformance-weft conformance-table mutate
 
@@ -196,6 +196,11 @@ test-helper: test-serve test-kernel-helper conformance-helper test-robustness-he
 # Not part of `make test` or CI: it runs the unit tests once per mutant, thousands of times.
 mutate: deps
 	$(PYTHON) scripts/mutate.py
+
+# The inner loop while working: lint, mypy, the unit tests and the kernel tier from source
+# (root), side by side; `make test` is what CI runs.
+check: deps
+	$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck test-unit test-kernel
 
 test: deps lint typecheck test-unit test-kernel test-frozen test-operator test-operator-frozen test-packaging \
 	conformance-table test-e2e test-cri test-robustness test-cluster test-bench test-helper test-release test-systemd
