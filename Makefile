@@ -149,9 +149,23 @@ conformance-table: conformance-weft conformance-reference
 
 # Benchmark: the frozen weft vs the reference Go bridge + host-local, side by side (root).
 # Results: bench/results/latest.{md,json}, latency.png. Fails only on correctness.
+# BASELINE=<git rev> (bench, bench-quick): that revision, frozen once by its own
+# packaging/build.sh with this PYTHON into dist/baseline/<full sha>/ (bench/baseline.sh; reused
+# while it exists), runs in the same alternation as columns baseline and, when that build has
+# `weft serve`, baseline-helper; the report adds weft/baseline and helper/baseline-helper.
 WEFT ?= $(FROZEN)
+BASELINE ?=
+ifneq ($(BASELINE),)
+BASELINE_SHA := $(shell git rev-parse --verify --quiet '$(BASELINE)^{commit}')
+ifeq ($(BASELINE_SHA),)
+$(error BASELINE=$(BASELINE) is not a commit of this repository)
+endif
+BASELINE_DIR := $(CURDIR)/dist/baseline/$(BASELINE_SHA)
+BASELINE_ARGS := --baseline $(BASELINE_DIR)/weft/weft
+endif
 bench: build
-	$(PYTHON) bench/bench.py --weft $(WEFT)
+	$(if $(BASELINE),PYTHON="$(PYTHON)" bench/baseline.sh $(BASELINE_SHA) $(BASELINE_DIR))
+	$(PYTHON) bench/bench.py --weft $(WEFT) $(BASELINE_ARGS)
 
 # One helper ADD and one helper DEL phase by phase, from outside (strace on the helper, its
 # children and the client): bench/results/profile.md (root). Timing, never a test.
@@ -159,7 +173,8 @@ profile: build
 	$(PYTHON) bench/profile.py --weft $(WEFT)
 
 bench-quick: build
-	$(PYTHON) bench/bench.py --quick --weft $(WEFT) --out-dir /tmp/weft-bench-quick
+	$(if $(BASELINE),PYTHON="$(PYTHON)" bench/baseline.sh $(BASELINE_SHA) $(BASELINE_DIR))
+	$(PYTHON) bench/bench.py --quick --weft $(WEFT) $(BASELINE_ARGS) --out-dir /tmp/weft-bench-quick
 
 # The benchmark harness's own correctness (quick mode, no timing assertions).
 test-bench: build
