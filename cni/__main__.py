@@ -1,11 +1,11 @@
 """``weft`` / ``python -m cni``: the process boundary (real env, stdio, signals).
 
-A CNI request first goes to the ``weft serve`` helper when one is running (``cni.handoff``,
-before any other import); otherwise it runs here. ``cni.commands`` (and with it pyroute2)
+A CNI request first goes to the ``weft serve`` helper when one is running (``cni.helper.client``,
+before any other import); otherwise it runs here. ``cni.plugin.handlers`` (and with it pyroute2)
 is imported only for the commands that touch the network, and VERSION is answered by
-``cni.version`` without the dispatcher whenever that gives the dispatcher's answer. No
-``from __future__`` here: it would be one more module on every exec (the annotations that
-name a type imported only for the type checker are strings).
+``cni.protocol.version`` without the dispatcher whenever that gives the dispatcher's answer.
+No ``from __future__`` here: it would be one more module on every exec (the annotations
+that name a type imported only for the type checker are strings).
 """
 
 import os
@@ -15,14 +15,14 @@ TYPE_CHECKING = False  # not typing's: the helper's client must not pay for impo
 if TYPE_CHECKING:
     from typing import BinaryIO
 
-    from cni.dispatch import Handler
+    from cni.protocol.dispatch import Handler
 
 FAULT_ENV = "WEFT_FAULT_AT"  # test seam: SIGKILL ourselves at a named ADD step
 MODULES_ENV = "WEFT_MODULES_OUT"  # test seam: write the names of the loaded modules here
 
 
 def _handler(command: str) -> "Handler":
-    from cni.commands import HANDLERS
+    from cni.plugin.handlers import HANDLERS
 
     return HANDLERS[command]
 
@@ -41,7 +41,7 @@ def run(stdin: "BinaryIO") -> int:
     if os.environ.get("CNI_COMMAND") == "VERSION":
         code, stdin = _version(stdin)
     if code is None:
-        from cni.dispatch import Dispatcher
+        from cni.protocol.dispatch import Dispatcher
 
         code = Dispatcher(
             os.environ.get, stdin, sys.stdout, sys.stderr, _handler, _checkpoint
@@ -54,11 +54,11 @@ def run(stdin: "BinaryIO") -> int:
 
 
 def _version(stdin: "BinaryIO") -> "tuple[int | None, BinaryIO]":
-    """VERSION answered by ``cni.version``: (0, stdin) once printed; (None, what stdin
+    """VERSION answered by ``cni.protocol.version``: (0, stdin) once printed; (None, what stdin
     still holds) when the dispatcher must answer."""
     import io
 
-    from cni.version import MAX_READ, answer
+    from cni.protocol.version import MAX_READ, answer
 
     try:
         raw = stdin.read(MAX_READ)
@@ -77,10 +77,10 @@ def _version(stdin: "BinaryIO") -> "tuple[int | None, BinaryIO]":
 
 def main() -> int:
     if not os.environ.get("CNI_COMMAND"):
-        from cni.person import person  # a person at a shell: never on the CNI exec path
+        from cni.operator.cli import person  # a person at a shell: never on the CNI exec path
 
         return person(sys.argv[1:])
-    from cni.handoff import try_helper
+    from cni.helper.client import try_helper
 
     outcome = try_helper()
     if outcome.status is not None:

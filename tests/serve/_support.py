@@ -21,7 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cni import handoff, helperproto, serve
+from cni.helper import client as handoff
+from cni.helper import protocol as helperproto
+from cni.helper import server as serve
 from tests.netns import PLUGIN, Node, Outcome
 
 SERVED = re.compile(r"\]: request command=(\S+) container=(\S+) ifname=\S+ pid=\d+ (\S+)")

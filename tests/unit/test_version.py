@@ -1,4 +1,4 @@
-"""VERSION without the dispatcher: ``cni.version.answer`` answers only what the dispatcher
+"""VERSION without the dispatcher: ``cni.protocol.version.answer`` answers only what the dispatcher
 answers, byte for byte, and loads neither json, re, typing nor the dispatcher."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cni import helperproto, spec, version
-from cni.dispatch import Dispatcher
-from cni.jsondecode import MAX_BYTES
+from cni.helper import protocol as helperproto
+from cni.protocol import spec, version
+from cni.protocol.dispatch import Dispatcher
+from cni.protocol.jsondecode import MAX_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,5 +123,5 @@ def test_version_in_process_loads_only_what_it_needs() -> None:
                          text=True, check=True, timeout=60)
     rc, printed, new = json.loads(out.stdout)
     assert rc == 0 and json.loads(printed)["cniVersion"] == "0.4.0"
-    assert set(new) <= {"cni", "cni.__main__", "cni.version", "cni.helperproto", "_json",
+    assert set(new) <= {"cni", "cni.__main__", "cni.protocol", "cni.protocol.version", "_json",
                         "_struct", "_socket"}, new

@@ -12,14 +12,12 @@ None otherwise, so that the dispatcher answers: the bytes are the dispatcher's e
 
 import _json
 
-from cni import helperproto
-
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT_VERSION = "1.1.0"
 
-MAX_READ = helperproto.MAX_STDIN  # what cni.jsondecode.read_bounded reads
-_MAX_BYTES = MAX_READ - 1  # cni.jsondecode.MAX_BYTES (a unit test holds them together)
-_MAX_BRACKETS = 64  # cni.jsondecode.MAX_DEPTH: this many brackets cannot nest deeper
+_MAX_BYTES = 4 * 1024 * 1024  # cni.protocol.jsondecode.MAX_BYTES (a unit test holds them)
+MAX_READ = _MAX_BYTES + 1  # what cni.protocol.jsondecode.read_bounded reads
+_MAX_BRACKETS = 64  # cni.protocol.jsondecode.MAX_DEPTH: this many brackets cannot nest deeper
 _JSON_SPACE = " \t\n\r"  # what json's decoder skips around a value
 
 
@@ -31,7 +29,7 @@ def line(version: str) -> str:
 
 def answer(raw: bytes, cni_args: str) -> str | None:
     """VERSION's line for this stdin and CNI_ARGS, or None: the dispatcher answers."""
-    for pair in cni_args.split(";"):  # cni.spec.parse_cni_args refuses these: code 4
+    for pair in cni_args.split(";"):  # cni.protocol.spec.parse_cni_args refuses these: code 4
         key, sep, _ = pair.partition("=")
         if pair and (not sep or not key):
             return None
@@ -45,7 +43,7 @@ def answer(raw: bytes, cni_args: str) -> str | None:
 
 
 class _Scanning:
-    """The attributes ``_json.make_scanner`` reads, as ``json.loads`` in ``cni.jsondecode``
+    """The attributes ``_json.make_scanner`` reads, as ``json.loads`` in ``cni.protocol.jsondecode``
     sets them (but any constant or non-finite number stops the scan)."""
 
     strict = True
@@ -66,7 +64,7 @@ class _Scanning:
 
 
 def _decoded(raw: bytes) -> tuple[object] | None:
-    """(the JSON value,) when ``cni.jsondecode.decode_json`` surely decodes ``raw`` to it;
+    """(the JSON value,) when ``cni.protocol.jsondecode.decode_json`` surely decodes ``raw`` to it;
     None when it might refuse it (the dispatcher then decides)."""
     if (
         len(raw) > _MAX_BYTES

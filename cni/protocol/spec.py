@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from cni.version import CURRENT_VERSION as CURRENT_VERSION
-from cni.version import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS
+from cni.protocol.version import CURRENT_VERSION as CURRENT_VERSION
+from cni.protocol.version import SUPPORTED_VERSIONS as SUPPORTED_VERSIONS
 from cnispec.errors import IncompatibleVersion, InvalidEnv
 from cnispec.rules import id_problem, interface_name_problem
 

@@ -10,7 +10,7 @@ The parent never parses what a client sends: it checks the peer's uid (SO_PEERCR
 only), hands the connection to a child it forked ahead (the spare, waiting on a socket pair:
 the request pays no fork; EOF there, when the parent stops or dies, ends it before it reads
 any request), forks the next spare, and watches. The child reads the bounded handshake
-(``cni.helperproto``) under a deadline, enters the client's mount namespace, root and
+(``cni.helper.protocol``) under a deadline, enters the client's mount namespace, root and
 network namespace (so every path in the request means what it means to the runtime),
 accepts, takes the GO with the client's stdout/stderr and CNI_NETNS, makes the request's
 environment, umask and cwd its own, and runs exactly the code of the in-process path
@@ -39,9 +39,10 @@ import sys
 import time
 from typing import NamedTuple
 
-from cni import handoff, netns
-from cni import helperproto as proto
-from cni.config import DEFAULT_SUBNET_FILE
+from cni.helper import client as handoff
+from cni.helper import protocol as proto
+from cni.linux import netns
+from cni.plugin.config import DEFAULT_SUBNET_FILE
 from cnispec.errors import CNIError
 from ipam.subnetfile import SubnetFile, parse_subnet_file
 
@@ -77,7 +78,7 @@ class Ahead:
         self.missed: list[str] = []  # in a child: the paths it had to read itself
 
     def install(self) -> None:
-        from cni import commands
+        from cni.plugin import handlers as commands
 
         commands.preparsed_subnet = self.lookup
         with contextlib.suppress(CNIError):
@@ -205,10 +206,11 @@ def _preload() -> None:
     import traceback  # noqa: F401
 
     import cni.__main__  # noqa: F401
-    import cni.commands  # noqa: F401
-    import cni.config  # noqa: F401
-    import cni.dispatch  # noqa: F401
-    import cni.masq  # noqa: F401
+    import cni.linux.masq  # noqa: F401
+    import cni.plugin.config  # noqa: F401
+    import cni.plugin.handlers  # noqa: F401
+    import cni.protocol.dispatch  # noqa: F401
+    import cni.protocol.version  # noqa: F401
 
 
 def _listener(path: str) -> tuple[socket.socket, str | None]:
@@ -705,7 +707,7 @@ def _code_root() -> str:
     bundle = getattr(sys, "_MEIPASS", None)
     if getattr(sys, "frozen", False) and bundle:
         return str(bundle)
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return handoff.source_root()
 
 
 def _recv_no_fds(conn: socket.socket, n: int, deadline: float) -> bytes:
