@@ -9,7 +9,8 @@ requests finish, and exits 0.
 The parent never parses what a client sends: it checks the peer's uid (SO_PEERCRED, root
 only), hands the connection to a child it forked ahead (the spare, waiting on a socket pair:
 the request pays no fork; EOF there, when the parent stops or dies, ends it before it reads
-any request), forks the next spare, and watches. The child reads the bounded handshake
+any request), and watches; it forks the next spare once no request runs, or at once when
+another connection is waiting. The child reads the bounded handshake
 (``cni.helper.protocol``) under a deadline, enters the client's mount namespace, root and
 network namespace (so every path in the request means what it means to the runtime),
 accepts, takes the GO with the client's stdout/stderr and CNI_NETNS, makes the request's
@@ -275,6 +276,9 @@ class Server:
         self.ahead = Ahead()
         self.spare: Spare | None = None
         self.leaving: set[int] = set()  # spares told to go (or killed), not yet reaped
+        # fork spares ahead; off from a spare's death before a request to its next hand-over,
+        # so that spares that keep dying cannot make the helper fork in a loop
+        self.eager = True
         self.stopping = False
         self.served = 0
         self.poll = select.poll()
@@ -299,7 +303,7 @@ class Server:
         self.ahead.refresh(DEFAULT_SUBNET_FILE)
         gc.collect()
         gc.freeze()  # forked children then share the pre-imported heap instead of copying it
-        self.spare = self._fork_spare()
+        self._next_spare()
         where = self.owned or f"fd {SD_LISTEN_FDS_START} (systemd)"
         _log(f"serving on {where}, build {self.ident.decode(errors='replace')}")
         while True:
@@ -310,6 +314,8 @@ class Server:
                 self._drop_spare()  # EOF on its hand: it exits without a request
             if self.stopping and not self.children and not self.leaving:
                 break
+            if not self.children and self.eager:
+                self._next_spare()  # idle: the next request pays no fork
             self._listen_only_below_cap()
             try:
                 events = self.poll.poll(1000)
@@ -384,14 +390,29 @@ class Server:
                 self._lost_spare(spare)
                 raise
         spare.hand.close()
+        self.eager = True
         self.children[spare.pid] = Child(spare.pid, conn, spare.report)
         self.by_conn[conn.fileno()] = spare.pid
         self.poll.register(conn.fileno(), select.POLLRDHUP)
-        if not self.stopping:
-            try:
-                self.spare = self._fork_spare()
-            except OSError as e:  # the next accept tries again
-                _log(f"cannot fork a spare child: {e}")
+        if self._connection_waiting():
+            self._next_spare()  # a burst: the next connection takes it right away
+        # otherwise the next spare is forked once no request runs (see run): forking now
+        # would take CPU from the request just handed over
+
+    def _connection_waiting(self) -> bool:
+        if self.listener is None:
+            return False
+        probe = select.poll()
+        probe.register(self.listener.fileno(), select.POLLIN)
+        return bool(probe.poll(0))
+
+    def _next_spare(self) -> None:
+        if self.spare is not None or self.stopping:
+            return
+        try:
+            self.spare = self._fork_spare()
+        except OSError as e:  # the next accept tries again
+            _log(f"cannot fork a spare child: {e}")
 
     def _fork_spare(self) -> Spare:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -429,10 +450,7 @@ class Server:
             _log(f"parsed {path} ahead" if path in self.ahead.files else f"dropped {path}")
         if changed and self.spare is not None and not self.stopping:
             self._drop_spare()
-            try:
-                self.spare = self._fork_spare()
-            except OSError as e:  # the next accept tries again
-                _log(f"cannot fork a spare child: {e}")
+            self._next_spare()
 
     def _drop_spare(self) -> None:
         """Close the spare's hand: it exits; the helper exits only once it is reaped."""
@@ -473,6 +491,7 @@ class Server:
                     if not self.stopping:
                         _log(f"the spare child ended before a request: {_status(status)}")
                     self._drop_spare()
+                    self.eager = False
                 self.leaving.discard(pid)
                 continue
             self._finish(child, status)

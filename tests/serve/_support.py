@@ -93,9 +93,9 @@ class Helper:
         raise AssertionError(f"{pattern!r} never logged: {self.log()}")
 
     def children(self) -> list[int]:
-        """The helper's children that took a request (the spare, waiting for the next one,
-        is not one of them)."""
-        return [pid for pid in self.all_children() if comm(pid) != SPARE]
+        """The helper's children that took a request (named so once they did: a spare,
+        waiting for the next one, is not one of them, nor a child just forked)."""
+        return [pid for pid in self.all_children() if comm(pid) == REQUEST]
 
     def all_children(self) -> list[int]:
         try:
@@ -159,6 +159,7 @@ class Helper:
 
 
 SPARE = serve.SPARE_NAME.decode()
+REQUEST = serve.REQUEST_NAME.decode()
 
 
 def comm(pid: int) -> str:

@@ -54,15 +54,41 @@ def children(pid: int) -> list[int]:
         return []
 
 
+SPARE = "weft-spare"  # cni.helper.server.SPARE_NAME: the child waiting for the next request
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def requests(pid: int) -> list[int]:
+    """The helper's children but its spare: requests, and zombies not reaped yet."""
+    return [c for c in children(pid) if comm(c) != SPARE]
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def footprint(pid: int) -> tuple[int, int]:
-    """(open fds, VmRSS KiB) of the helper once it has no child left (all requests reaped)."""
+    """(open fds, VmRSS KiB of the helper and its spare) once it has no request left (all
+    reaped) and its next spare is forked (its pair and report pipe are the helper's fds)."""
     end = time.monotonic() + 60
-    while children(pid) and time.monotonic() < end:
+    while requests(pid) and time.monotonic() < end:
         time.sleep(0.05)
-    rss = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1])
+    end = time.monotonic() + 5
+    while not [c for c in children(pid) if comm(c) == SPARE] and time.monotonic() < end:
+        time.sleep(0.05)
+    rss = sum(rss_kib(p) for p in [pid, *children(pid)])
     return len(os.listdir(f"/proc/{pid}/fd")), rss
 
 
@@ -111,7 +137,7 @@ def main() -> int:
         alive = helper.poll() is None
         if alive:
             fds1, rss1 = footprint(helper.pid)
-            left = len(children(helper.pid))
+            left = len(requests(helper.pid))
     finally:
         if helper.poll() is None:
             helper.send_signal(signal.SIGTERM)
