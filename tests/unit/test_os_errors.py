@@ -188,7 +188,7 @@ def test_entering_a_netns_with_no_fds_left(monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.parametrize("err", ERRNOS, ids=[errno.errorcode[e] for e in ERRNOS])
 def test_boot_id(monkeypatch: pytest.MonkeyPatch, err: int) -> None:
-    monkeypatch.setattr("builtins.open", fail(err))
+    monkeypatch.setattr(commands.os, "open", fail(err))
     with pytest.raises(CNIError) as ei:
         commands.boot_id()
     assert ei.value.code == MAPPED[err] and commands.BOOT_ID_PATH in ei.value.details
