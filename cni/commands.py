@@ -154,10 +154,14 @@ class Network(NamedTuple):
 
 
 # ---- teardown shared by DEL, GC and reclaim -------------------------------------------
-def plan_teardown_of(net: Network, cid: str, ifname: str, netns: str) -> Teardown | None:
-    """Load what the store knows of (cid, ifname) and plan its removal (network lock held)."""
+def plan_teardown_of(
+    net: Network, cid: str, ifname: str, netns: str, reserved: list[IPAddress] | None = None
+) -> Teardown | None:
+    """Load what the store knows of (cid, ifname) and plan its removal (network lock held);
+    ``reserved``: its addresses, when the caller listed them already."""
     record = net.records.get(cid, ifname)
-    reserved = net.store.get_by_id(cid, ifname)
+    if reserved is None:
+        reserved = net.store.get_by_id(cid, ifname)
     used = bool(record or reserved) or net.store.was_used()
     return plan_teardown(net.conf, cid, ifname, netns, record, reserved, used)
 
@@ -181,11 +185,17 @@ def apply_teardown_kernel(net: Network, t: Teardown) -> None:
                     raise
 
 
-def apply_teardown_store(net: Network, t: Teardown) -> None:
+def apply_teardown_store(
+    net: Network, t: Teardown, reserved: list[IPAddress] | None = None
+) -> None:
     """The store half, last (network lock held): while the record exists, a retried DEL or
-    GC can finish the job."""
+    GC can finish the job. ``reserved``: the attachment's addresses as listed under its
+    lock (``DiskStore.release_owned``), else the store is searched for them."""
     if t.release:
-        net.store.release_by_id(t.container_id, t.ifname)
+        if reserved is None:
+            net.store.release_by_id(t.container_id, t.ifname)
+        else:
+            net.store.release_owned(t.container_id, t.ifname, reserved)
         net.records.delete(t.container_id, t.ifname)
 
 
@@ -539,18 +549,23 @@ def _warn_moved(
 def cmd_del(req: Request) -> None:
     env, conf = req.env, load_conf(req, need_subnet=False)
     net = Network.of(conf)
-    lock = net.attachment_lock(env.container_id, env.ifname)
+    cid, ifname = env.container_id, env.ifname
+    lock = net.attachment_lock(cid, ifname)
     with lock:
         req.checkpoint("del-locked")
         with net.lock():
-            t = plan_teardown_of(net, env.container_id, env.ifname, env.netns)
+            reserved = net.store.get_by_id(cid, ifname)
+            t = plan_teardown_of(net, cid, ifname, env.netns, reserved)
         if t is not None:
             apply_teardown_kernel(net, t)
             req.checkpoint("torn-down")
+            # What (cid, ifname) holds was listed above; while its lock is held no weft
+            # command adds to it (an ADD of it waits, GC and reclaim skip it), so the
+            # release removes those files (each read again first) without another search.
             with net.lock():
-                apply_teardown_store(net, t)
+                apply_teardown_store(net, t, reserved)
         lock.remove()  # the attachment is gone, so is its lock file
-    req.log.info(f"DEL {env.container_id}/{env.ifname}")
+    req.log.info(f"DEL {cid}/{ifname}")
     return None
 
 

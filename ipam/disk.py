@@ -252,6 +252,23 @@ class DiskStore:
         owned = list(self._owned(container_id, ifname))
         return [ip for ip, path in owned if files.remove(path, "releasing")]
 
+    def release_owned(
+        self, container_id: str, ifname: str, ips: list[IPAddress]
+    ) -> list[IPAddress]:
+        """``release_by_id`` for a caller that listed the holdings already (``get_by_id``)
+        and kept anyone else from adding to them since (the attachment's lock): each file
+        is read again and removed only if it still names (container_id, ifname), without
+        listing and reading every other reservation. Idempotent."""
+        match, legacy = self._matchers(container_id, ifname)
+        out: list[IPAddress] = []
+        for ip in ips:
+            path = os.path.join(self.dir, str(ip))
+            data = self._read(path)
+            owned = data is not None and data.strip() in (match, legacy)
+            if owned and files.remove(path, "releasing"):
+                out.append(ip)
+        return out
+
     def reservations(self) -> list[Reservation]:
         """Every valid reservation; invalid files are noted in ``problems`` and skipped."""
         out: list[Reservation] = []
