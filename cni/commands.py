@@ -70,10 +70,23 @@ BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
 # ---- loading ----------------------------------------------------------------------------
+def _read_text(path: str) -> str:
+    """A small file as text mode would read it (UTF-8, every line break made a newline),
+    with one open and reads to the end instead of Python's text ``open`` (several more
+    syscalls for its checks)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
     try:
-        with open(path, encoding="utf-8", errors="strict") as f:
-            text = f.read()
+        text = _read_text(path)
     except FileNotFoundError:
         if required:
             raise TryAgainLater(
