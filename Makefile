@@ -5,7 +5,7 @@ export WEFT_PYTHON := $(PYTHON)
 FROZEN := $(CURDIR)/dist/weft/weft
 PYTEST := $(PYTHON) -m pytest
 
-.PHONY: release test-release test-systemd profile bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-operator test-operator-frozen test-e2e test-cri cnitool test-robustness test-cluster demo-cluster lint typecheck clean \
+.PHONY: check release test-release test-systemd profile bench bench-quick test-bench deps build install uninstall test-packaging demo test test-unit test-kernel test-frozen test-operator test-operator-frozen test-e2e test-cri cnitool test-robustness test-cluster demo-cluster lint typecheck clean \
 	test-serve test-helper test-kernel-helper test-robustness-helper conformance-helper \
 	conformance-driver conformance conformance-reference conformance-weft conformance-table mutate
 
@@ -149,9 +149,23 @@ conformance-table: conformance-weft conformance-reference
 
 # Benchmark: the frozen weft vs the reference Go bridge + host-local, side by side (root).
 # Results: bench/results/latest.{md,json}, latency.png. Fails only on correctness.
+# BASELINE=<git rev> (bench, bench-quick): that revision, frozen once by its own
+# packaging/build.sh with this PYTHON into dist/baseline/<full sha>/ (bench/baseline.sh; reused
+# while it exists), runs in the same alternation as columns baseline and, when that build has
+# `weft serve`, baseline-helper; the report adds weft/baseline and helper/baseline-helper.
 WEFT ?= $(FROZEN)
+BASELINE ?=
+ifneq ($(BASELINE),)
+BASELINE_SHA := $(shell git rev-parse --verify --quiet '$(BASELINE)^{commit}')
+ifeq ($(BASELINE_SHA),)
+$(error BASELINE=$(BASELINE) is not a commit of this repository)
+endif
+BASELINE_DIR := $(CURDIR)/dist/baseline/$(BASELINE_SHA)
+BASELINE_ARGS := --baseline $(BASELINE_DIR)/weft/weft
+endif
 bench: build
-	$(PYTHON) bench/bench.py --weft $(WEFT)
+	$(if $(BASELINE),PYTHON="$(PYTHON)" bench/baseline.sh $(BASELINE_SHA) $(BASELINE_DIR))
+	$(PYTHON) bench/bench.py --weft $(WEFT) $(BASELINE_ARGS)
 
 # One helper ADD and one helper DEL phase by phase, from outside (strace on the helper, its
 # children and the client): bench/results/profile.md (root). Timing, never a test.
@@ -159,7 +173,8 @@ profile: build
 	$(PYTHON) bench/profile.py --weft $(WEFT)
 
 bench-quick: build
-	$(PYTHON) bench/bench.py --quick --weft $(WEFT) --out-dir /tmp/weft-bench-quick
+	$(if $(BASELINE),PYTHON="$(PYTHON)" bench/baseline.sh $(BASELINE_SHA) $(BASELINE_DIR))
+	$(PYTHON) bench/bench.py --quick --weft $(WEFT) $(BASELINE_ARGS) --out-dir /tmp/weft-bench-quick
 
 # The benchmark harness's own correctness (quick mode, no timing assertions).
 test-bench: build
@@ -196,6 +211,11 @@ test-helper: test-serve test-kernel-helper conformance-helper test-robustness-he
 # Not part of `make test` or CI: it runs the unit tests once per mutant, thousands of times.
 mutate: deps
 	$(PYTHON) scripts/mutate.py
+
+# The inner loop while working: lint, mypy, the unit tests and the kernel tier from source
+# (root), side by side; `make test` is what CI runs.
+check: deps
+	$(MAKE) --no-print-directory -j4 --output-sync=target lint typecheck test-unit test-kernel
 
 test: deps lint typecheck test-unit test-kernel test-frozen test-operator test-operator-frozen test-packaging \
 	conformance-table test-e2e test-cri test-robustness test-cluster test-bench test-helper test-release test-systemd

@@ -5,11 +5,19 @@ Usage (root)::
     python3 bench/bench.py [--weft dist/weft/weft] [--reps 30] [--burst 100] [--fill|--no-fill]
     python3 bench/bench.py --quick                 # fast smoke run
     python3 bench/bench.py --reference-only        # harness check without weft
+    python3 bench/bench.py --baseline OLD/weft     # and another frozen weft, in the same run
+
+Columns: ``weft`` (in-process), ``weft-helper`` (the same binary, every exec handed to a
+``weft serve`` the bench starts), ``reference`` (the Go bridge + host-local) and, with
+``--baseline``, ``baseline`` (that build in-process) and ``baseline-helper`` (only when that
+build has a ``weft serve``, probed by running it). The report gives each metric's ratios
+weft/reference, helper/reference, weft/baseline and helper/baseline-helper.
 
 Scenarios, all inside throwaway netns named ``wb-<pid>-*`` (a "node" netns in which the plugins
 run as the host, plus pre-created pod netns; netns creation is never timed):
 
-1. single pod cycle: ADD, CHECK, DEL of one pod, ``--reps`` times, plugins alternated per rep;
+1. single pod cycle: ADD, CHECK, DEL of one pod, ``--reps`` times, the columns' order rotated
+   (and reversed every other rep) so that none always runs first or after the same neighbour;
 2. burst: ``--burst`` pods ADDed concurrently, then DELed concurrently (``--burst-rounds``);
 3. fill: sequential ADDs until the subnet is full, one more (must fail: exhaustion), DEL all.
 
@@ -59,14 +67,15 @@ from bench.sandbox import Sandbox, cleanup_stale, ip_json, ip_json_many, ipv4_of
 
 
 class Helper:
-    """``weft serve`` for the weft-helper column: started before the run, stopped (SIGTERM,
-    must exit 0) after it; every exec of the column must have been served by it."""
+    """``weft serve`` for a helper column (``label``): started before the run, stopped
+    (SIGTERM, must exit 0) after it; every exec of the column must have been served by it."""
 
-    def __init__(self, weft: str, tmp: str) -> None:
+    def __init__(self, weft: str, tmp: str, label: str) -> None:
         self.weft = weft
-        self.sock = os.path.join(tmp, "helper", "weft.sock")
-        self.log = os.path.join(tmp, "helper.log")
-        self.fallbacks = os.path.join(tmp, "helper-fallbacks")
+        self.label = label
+        self.sock = os.path.join(tmp, label, "weft.sock")
+        self.log = os.path.join(tmp, f"{label}.log")
+        self.fallbacks = os.path.join(tmp, f"{label}-fallbacks")
         self.proc: subprocess.Popen[bytes] | None = None
         self.rss_kib = 0
         self.hwm_kib = 0
@@ -134,15 +143,13 @@ class Helper:
         except FileNotFoundError:
             fell_back = []
         if not alive:
-            v.fail("helper", "weft-helper", f"weft serve died during the run ({rc})")
+            v.fail("helper", self.label, f"weft serve died during the run ({rc})")
         elif rc != 0:
-            v.fail("helper", "weft-helper", f"weft serve exited {rc} on SIGTERM")
+            v.fail("helper", self.label, f"weft serve exited {rc} on SIGTERM")
         if served == 0:
-            v.fail("helper", "weft-helper", "weft serve served no request")
+            v.fail("helper", self.label, "weft serve served no request")
         if fell_back:
-            v.fail(
-                "helper", "weft-helper", f"{len(fell_back)} execs ran in-process: {fell_back[:3]}"
-            )
+            v.fail("helper", self.label, f"{len(fell_back)} execs ran in-process: {fell_back[:3]}")
         return {
             "served": served,
             "fell_back": len(fell_back),
@@ -150,6 +157,41 @@ class Helper:
             "hwm_kib": self.hwm_kib,
             "exit": rc,
         }
+
+
+def _person(path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The executable run as a person at a shell would (no CNI_* variables)."""
+    env = {k: val for k, val in os.environ.items() if not k.startswith("CNI_")}
+    return subprocess.run(
+        [path, *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def has_helper(path: str) -> bool:
+    """Whether this build has ``weft serve``: its ``serve --help`` prints serve's own usage.
+    (A build without it answers any unknown argument with its about text and exit 0, so
+    the exit status alone says nothing.)"""
+    try:
+        proc = _person(path, "serve", "--help")
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and proc.stdout.lstrip().startswith("usage: weft serve")
+
+
+def build_version(path: str) -> str:
+    """``weft --version``'s line, or the CNI VERSION answer when that gives nothing."""
+    try:
+        proc = _person(path, "--version")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"error: {exc}"
+    line = proc.stdout.strip()
+    return line if proc.returncode == 0 and line else version_of(path)
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -191,7 +233,12 @@ def _cid(sb: Sandbox, *parts: object) -> str:
 
 
 def _order(plugins: Sequence[Plugin], i: int) -> list[Plugin]:
-    return list(plugins) if i % 2 == 0 else list(reversed(plugins))
+    """Rep ``i``'s order: rotated by ``i // 2``, reversed on odd reps, so that over ``2 * n``
+    reps every column runs in every position equally often and after different neighbours
+    (for three columns: all six orders)."""
+    k = (i // 2) % max(1, len(plugins))
+    order = list(plugins[k:]) + list(plugins[:k])
+    return order if i % 2 == 0 else order[::-1]
 
 
 def _pod_ipv4(pod: str) -> list[str]:
@@ -657,6 +704,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="directory holding the reference bridge and host-local",
     )
     p.add_argument("--reference-only", action="store_true", help="benchmark only the reference")
+    p.add_argument(
+        "--baseline",
+        metavar="PATH",
+        default=None,
+        help="another frozen weft (e.g. a previous release) benchmarked in the same run: "
+        "columns baseline and, when its `weft serve` exists, baseline-helper",
+    )
     p.add_argument("--reps", type=int, default=None, help="single-cycle repetitions (>=30)")
     p.add_argument("--warmup", type=int, default=2, help="unrecorded warm-up cycles per plugin")
     p.add_argument("--burst", type=int, default=None, help="pods per burst (100)")
@@ -703,6 +757,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error(f"--burst {a.burst} does not fit a /{a.prefix_len} ({capacity} addresses)")
     if a.reps < 1 or a.burst < 1 or a.burst_rounds < 1:
         p.error("--reps, --burst and --burst-rounds must be >= 1")
+    if a.baseline is not None and a.reference_only:
+        p.error("--baseline needs weft: not with --reference-only")
     return a
 
 
@@ -729,6 +785,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"bench: weft executable {weft_path} not found (use --weft PATH or --reference-only)",
             file=sys.stderr,
         )
+        return 2
+    base_path = os.path.abspath(args.baseline) if args.baseline is not None else None
+    if base_path is not None and not os.access(base_path, os.X_OK):
+        print(f"bench: baseline executable {base_path} not found", file=sys.stderr)
         return 2
 
     subnet = Subnet(
@@ -766,9 +826,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 env={"WEFT_SOCKET": "off"},  # in-process, whatever runs on this machine
             )
         )
-    helper: Helper | None = None
+    helpers: dict[str, Helper] = {}
     if not args.reference_only and args.helper:
-        helper = Helper(weft_path, tmp)
+        helpers["weft-helper"] = Helper(weft_path, tmp, "weft-helper")
         plugins.append(
             Plugin(
                 label="weft-helper",
@@ -778,9 +838,46 @@ def main(argv: Sequence[str] | None = None) -> int:
                 subnet_file=subnet_file,
                 subnet=subnet,
                 cni_path=plugins[0].cni_path,
-                env=helper.client_env(),
+                env=helpers["weft-helper"].client_env(),
             )
         )
+    baseline: dict[str, Any] | None = None
+    if base_path is not None:
+        base_serves = has_helper(base_path)
+        base_helper = args.helper and base_serves
+        baseline = {
+            "path": base_path,
+            "version": build_version(base_path),
+            "has_serve": base_serves,
+            "helper_column": base_helper,
+        }
+        base_cni_path = f"{os.path.dirname(base_path)}:{args.reference_dir}"
+        plugins.append(
+            Plugin(
+                label="baseline",
+                path=base_path,
+                style=plugins[0].style,
+                data_dir=os.path.join(tmp, "baseline-ipam"),
+                subnet_file=subnet_file,
+                subnet=subnet,
+                cni_path=base_cni_path,
+                env={"WEFT_SOCKET": "off"},
+            )
+        )
+        if base_helper:
+            helpers["baseline-helper"] = Helper(base_path, tmp, "baseline-helper")
+            plugins.append(
+                Plugin(
+                    label="baseline-helper",
+                    path=base_path,
+                    style=plugins[0].style,
+                    data_dir=os.path.join(tmp, "baseline-helper-ipam"),
+                    subnet_file=subnet_file,
+                    subnet=subnet,
+                    cni_path=base_cni_path,
+                    env=helpers["baseline-helper"].client_env(),
+                )
+            )
     plugins.append(
         Plugin(
             label="reference",
@@ -819,20 +916,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             for pl in plugins
         },
     }
+    if baseline is not None:
+        results["baseline"] = baseline
     for k, val in results["meta"].items():
         print(f"{k:>18}: {val}")
     for pl in plugins:
         print(f"{pl.label:>18}: {pl.path} ({pl.style} config)")
     print(f"{'exec':>18}: {exec_mode()}")
+    if baseline is not None:
+        has = "has `weft serve`" if baseline["has_serve"] else "no `weft serve`"
+        print(f"{'baseline build':>18}: {baseline['version']} ({has})")
 
-    if helper is not None:
+    started: list[Helper] = []
+    for h in helpers.values():
         try:
-            helper.start()
+            h.start()
         except RuntimeError as exc:
+            for other in started:
+                other.stop(Verdict())
             shutil.rmtree(tmp, ignore_errors=True)
-            print(f"bench: {exc}", file=sys.stderr)
+            print(f"bench: {h.label}: {exc}", file=sys.stderr)
             return 2
-        print(f"{'helper':>18}: {weft_path} serve (pid {helper.pid})")
+        started.append(h)
+        print(f"{h.label:>18}: {h.weft} serve (pid {h.pid})")
     sb = Sandbox("wb")
     interrupted = False
     old_term = signal.signal(signal.SIGTERM, _on_signal)
@@ -847,8 +953,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"[1/3] single pod cycle x{args.reps}", flush=True)
         results["single"] = scenario_single(plugins, pools, sb, args.reps, args.warmup, v)
-        if helper is not None:
-            helper.sample()
+        for h in helpers.values():
+            h.sample()
         print(f"[2/3] burst of {args.burst} x{args.burst_rounds}", flush=True)
         results["burst"] = scenario_burst(plugins, pools, sb, args.burst, args.burst_rounds, v)
         if args.fill:
@@ -856,8 +962,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["fill"] = scenario_fill(plugins, pools, sb, capacity, v)
         else:
             results["fill"] = {}
-        if helper is not None:
-            helper.sample()
+        for h in helpers.values():
+            h.sample()
         left_veth = len(veths(sb.node))
         for pl in plugins:
             v.put(
@@ -877,8 +983,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGHUP, old_hup)
         kill_live()
-        if helper is not None:
-            results["helper"] = helper.stop(v)
+        for h in helpers.values():
+            results["helper" if h.label == "weft-helper" else h.label] = h.stop(v)
         sb.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
         remaining = (

@@ -1,4 +1,5 @@
-"""Statistics, the weft/reference table, target checks, markdown/JSON output and the PNG plot."""
+"""Statistics, the weft/reference (and weft/baseline) table, target checks, markdown/JSON output
+and the PNG plot."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 WEFT = "weft"
 REF = "reference"
 HELPER = "weft-helper"  # the same frozen weft, every exec handed to a `weft serve` helper
+BASE = "baseline"  # another frozen weft (bench.py --baseline), in-process
+BASE_HELPER = "baseline-helper"  # that build through its own `weft serve`, when it has one
 COMMANDS = ("ADD", "CHECK", "DEL")
 
 
@@ -95,18 +98,21 @@ def finalize(results: dict[str, Any], labels: Sequence[str]) -> None:
         return float(b["summary"][key]) if b else None
 
     rows: list[dict[str, Any]] = []
+    base = BASE in labels
 
     def row(section: str, metric: str, unit: str, vals: dict[str, float | None]) -> None:
-        rows.append(
-            {
-                "section": section,
-                "metric": metric,
-                "unit": unit,
-                "values": vals,
-                "ratio": _ratio(vals.get(WEFT), vals.get(REF)),
-                "ratio_helper": _ratio(vals.get(HELPER), vals.get(REF)),
-            }
-        )
+        r = {
+            "section": section,
+            "metric": metric,
+            "unit": unit,
+            "values": vals,
+            "ratio": _ratio(vals.get(WEFT), vals.get(REF)),
+            "ratio_helper": _ratio(vals.get(HELPER), vals.get(REF)),
+        }
+        if base:
+            r["ratio_baseline"] = _ratio(vals.get(WEFT), vals.get(BASE))
+            r["ratio_helper_baseline"] = _ratio(vals.get(HELPER), vals.get(BASE_HELPER))
+        rows.append(r)
 
     for cmd in (*COMMANDS, "cycle"):
         name = "ADD+DEL cycle" if cmd == "cycle" else cmd
@@ -175,20 +181,22 @@ def finalize(results: dict[str, Any], labels: Sequence[str]) -> None:
         for lb in labels
     }
     row("all", "peak RSS of any exec", "MiB", peak)
-    helper = results.get("helper") or {}
-    if helper:
+    serves = {
+        lb: results.get(key) or {} for lb, key in ((HELPER, "helper"), (BASE_HELPER, BASE_HELPER))
+    }
+    if any(serves.values()):
         none: dict[str, float | None] = {lb: None for lb in labels}
         row(
             "helper",
             "weft serve RSS (end of run)",
             "MiB",
-            {**none, HELPER: _mib(helper.get("rss_kib"))},
+            {**none, **{lb: _mib(h.get("rss_kib")) for lb, h in serves.items() if h}},
         )
         row(
             "helper",
             "weft serve peak RSS (VmHWM)",
             "MiB",
-            {**none, HELPER: _mib(helper.get("hwm_kib"))},
+            {**none, **{lb: _mib(h.get("hwm_kib")) for lb, h in serves.items() if h}},
         )
     results["figures"] = rows
     results["targets"] = _targets(results, labels, rows)
@@ -296,20 +304,43 @@ def _fmt(v: float | None, unit: str = "") -> str:
 
 
 def table_lines(results: dict[str, Any], labels: Sequence[str], md: bool) -> list[str]:
-    helper = HELPER in labels
-    cols = ["section", "metric", "unit", *labels, "weft/ref", *(["helper/ref"] if helper else [])]
+    ratios = [("weft/ref", "ratio")]
+    if HELPER in labels:
+        ratios.append(("helper/ref", "ratio_helper"))
+    if BASE in labels:
+        ratios.append(("weft/base", "ratio_baseline"))
+    if HELPER in labels and BASE_HELPER in labels:
+        ratios.append(("helper/base-helper", "ratio_helper_baseline"))
+    cols = ["section", "metric", "unit", *labels, *(name for name, _ in ratios)]
     body = [
         [
             r["section"],
             r["metric"],
             r["unit"],
             *[_fmt(r["values"].get(lb), r["unit"]) for lb in labels],
-            _fmt(r["ratio"], "x"),
-            *([_fmt(r.get("ratio_helper"), "x")] if helper else []),
+            *[_fmt(r.get(key), "x") for _, key in ratios],
         ]
         for r in results["figures"]
     ]
     return _grid(cols, body, md)
+
+
+def baseline_lines(results: dict[str, Any], md: bool) -> list[str]:
+    """Which build the baseline columns ran: its path, its own version line, its helper."""
+    b = results.get("baseline")
+    if not b:
+        return []
+    q = "`" if md else ""
+    serve = "no `weft serve`: no baseline-helper column, no helper/base-helper ratio"
+    if b["helper_column"]:
+        serve = "has `weft serve`: column baseline-helper"
+    elif b["has_serve"]:
+        serve = "has `weft serve` (not benchmarked: --no-helper)"
+    return [
+        f"baseline: {q}{b['path']}{q}",
+        f"  version: {q}{b['version']}{q}",
+        f"  {serve}",
+    ]
 
 
 def target_lines(results: dict[str, Any], md: bool) -> list[str]:
@@ -356,6 +387,10 @@ def markdown(results: dict[str, Any], labels: Sequence[str]) -> str:
     meta = results["meta"]
     out = ["# weft benchmark: weft vs reference (bridge + host-local)", ""]
     out.append(f"Run {meta['date']} - {'OK' if results['ok'] else 'CORRECTNESS FAILURES'}")
+    if results.get("baseline"):
+        out += ["", "## Baseline", ""] + [
+            f"- {line.strip()}" for line in baseline_lines(results, md=True)
+        ]
     out += ["", "## Machine", "", "| key | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in meta.items()]
     out += ["", "## Plugins", ""]
@@ -385,6 +420,11 @@ def markdown(results: dict[str, Any], labels: Sequence[str]) -> str:
         "(site, .pth files of this Python); the frozen `dist/weft/weft` is the real subject.",
         "- The machine is shared: see loadavg_start/end above before trusting small differences.",
     ]
+    if results.get("baseline"):
+        out.append(
+            "- weft/base and helper/base-helper compare this build with the baseline build, "
+            "both alternating in this run: below 1.00x this build is the faster."
+        )
     out += ["", "## Correctness", ""]
     out += correctness_lines(results, md=True)
     if results["failures"]:
@@ -397,6 +437,9 @@ def emit(results: dict[str, Any], out_dir: str, plot: bool = True) -> None:
     labels = list(results["plugins"])
     os.makedirs(out_dir, exist_ok=True)
     print()
+    if results.get("baseline"):
+        print("\n".join(baseline_lines(results, md=False)))
+        print()
     print("\n".join(table_lines(results, labels, md=False)))
     print()
     print("\n".join(target_lines(results, md=False)))
@@ -424,7 +467,13 @@ def _atomic_write(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-COLORS = {WEFT: "#d95f02", REF: "#1b9e77", HELPER: "#7570b3"}
+COLORS = {
+    WEFT: "#d95f02",
+    REF: "#1b9e77",
+    HELPER: "#7570b3",
+    BASE: "#e6ab02",
+    BASE_HELPER: "#a6761d",
+}
 
 
 def plot_png(results: dict[str, Any], labels: Sequence[str], path: str) -> None:

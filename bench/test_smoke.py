@@ -159,6 +159,58 @@ def test_weft_quick(tmp_path: Path) -> None:
             assert row["ratio"] is not None
 
 
+def test_weft_with_baseline_quick(tmp_path: Path) -> None:
+    """``--baseline`` with the same build: its columns run in the same alternation, under
+    the same correctness checks, and the report carries the weft/baseline ratios."""
+    weft = _weft_plugin()
+    if weft is None or not os.access(weft, os.X_OK):
+        if _IN_CI:
+            pytest.fail("no weft plugin (set WEFT_PLUGIN or build dist/weft/weft)")
+        pytest.skip("no weft plugin (set WEFT_PLUGIN or build dist/weft/weft)")
+    data = _run_bench(tmp_path, "--weft", weft, "--baseline", weft, "--no-plot")
+    labels = ["weft", "weft-helper", "baseline", "baseline-helper", "reference"]
+    assert list(data["plugins"]) == labels
+    for label in labels:
+        _assert_correct(data, label)
+    base = data["baseline"]
+    assert base["path"] == os.path.abspath(weft)
+    assert base["version"].startswith("weft ")  # its own `weft --version` line
+    assert base["has_serve"] is True and base["helper_column"] is True
+    for key in ("helper", "baseline-helper"):
+        assert data[key]["served"] > 0 and data[key]["fell_back"] == 0
+        assert data[key]["exit"] == 0
+    compared = 0
+    for row in data["figures"]:
+        vals = row["values"]
+        if vals.get("weft") and vals.get("baseline"):
+            assert row["ratio_baseline"] is not None
+            compared += 1
+        if vals.get("weft-helper") and vals.get("baseline-helper"):
+            assert row["ratio_helper_baseline"] is not None
+    assert compared > 0
+    md = (tmp_path / "latest.md").read_text()
+    assert "## Baseline" in md and f"`{os.path.abspath(weft)}`" in md
+    assert "| weft/base | helper/base-helper |" in md
+
+
+def test_baseline_helper_probe(tmp_path: Path) -> None:
+    """A build without ``weft serve`` answers ``serve --help`` with its about text and exit 0
+    (as the previous release does): no helper. Only serve's own usage means it has one."""
+    from bench.bench import has_helper
+
+    old = tmp_path / "old"
+    old.write_text("#!/bin/sh\necho 'weft: CNI plugin'\necho 'weft 0.1.0; CNI protocol'\n")
+    new = tmp_path / "new"
+    new.write_text(
+        '#!/bin/sh\n[ "$1 $2" = "serve --help" ] && echo "usage: weft serve [--socket PATH]"\n'
+    )
+    for f in (old, new):
+        f.chmod(0o755)
+    assert has_helper(str(old)) is False
+    assert has_helper(str(new)) is True
+    assert has_helper(str(tmp_path / "absent")) is False
+
+
 def test_profile_names_every_phase(tmp_path: Path) -> None:
     """``profile.py -n 1``: both requests served by the helper (it checks), and the table
     names the phases the brief asks for, read off the traces. Never timing."""

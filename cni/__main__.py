@@ -1,7 +1,7 @@
 """``weft`` / ``python -m cni``: the process boundary (real env, stdio, signals).
 
-A CNI request first goes to the ``weft serve`` helper when one is running (``cni.handoff``,
-before any other import); otherwise it runs here. ``cni.commands`` (and with it pyroute2)
+A CNI request first goes to the ``weft serve`` helper when one is running (``cni.helper.client``,
+before any other import); otherwise it runs here. ``cni.plugin.handlers`` (and with it pyroute2)
 is imported only for the commands that touch the network, so VERSION stays cheap.
 """
 
@@ -14,14 +14,14 @@ TYPE_CHECKING = False  # not typing's: the helper's client must not pay for impo
 if TYPE_CHECKING:
     from typing import BinaryIO
 
-    from cni.dispatch import Handler
+    from cni.protocol.dispatch import Handler
 
 FAULT_ENV = "WEFT_FAULT_AT"  # test seam: SIGKILL ourselves at a named ADD step
 MODULES_ENV = "WEFT_MODULES_OUT"  # test seam: write the names of the loaded modules here
 
 
 def _handler(command: str) -> Handler:
-    from cni.commands import HANDLERS
+    from cni.plugin.handlers import HANDLERS
 
     return HANDLERS[command]
 
@@ -36,7 +36,7 @@ def _checkpoint(step: str) -> None:
 def run(stdin: BinaryIO) -> int:
     """One CNI request on this process's environment and stdio: the same code in-process
     and in a ``weft serve`` child."""
-    from cni.dispatch import Dispatcher
+    from cni.protocol.dispatch import Dispatcher
 
     code = Dispatcher(os.environ.get, stdin, sys.stdout, sys.stderr, _handler, _checkpoint).run()
     modules_out = os.environ.get(MODULES_ENV)
@@ -48,10 +48,10 @@ def run(stdin: BinaryIO) -> int:
 
 def main() -> int:
     if not os.environ.get("CNI_COMMAND"):
-        from cni.person import person  # a person at a shell: never on the CNI exec path
+        from cni.operator.cli import person  # a person at a shell: never on the CNI exec path
 
         return person(sys.argv[1:])
-    from cni.handoff import try_helper
+    from cni.helper.client import try_helper
 
     outcome = try_helper()
     if outcome.status is not None:

@@ -1,7 +1,7 @@
 """CNI errors: every exception the plugin raises on purpose carries its spec code.
 
-The top level (``cni.dispatch``) prints ``CNIError.to_json()`` on stdout and exits 1; it wraps
-only exceptions that are *not* CNIError as code 999 (as libcni's ``skel`` does). OS errors
+The top level (``cni.protocol.dispatch``) prints ``CNIError.to_json()`` on stdout and exits 1; it
+wraps only exceptions that are *not* CNIError as code 999 (as libcni's ``skel`` does). OS errors
 become CNI errors here, by errno (``os_error`` / ``os_errors``), so 999 is left for bugs.
 """
 

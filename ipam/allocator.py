@@ -20,7 +20,7 @@ The caller holds the store lock around get()/release().
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from cnispec.errors import DuplicateAllocation, InvalidConfig, RangeExhausted
 from cnispec.ip import IPAddress, IPInterface
@@ -31,25 +31,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-class Allocation(tuple[IPInterface, IPAddress]):
-    """Result of :meth:`Allocator.get` (immutable): address with the range subnet's prefix,
-    and that range's gateway."""
+class Allocation(NamedTuple):
+    """Result of :meth:`Allocator.get`: address with the range subnet's prefix, and that
+    range's gateway."""
 
-    __slots__ = ()
-
-    def __new__(cls, address: IPInterface, gateway: IPAddress) -> Allocation:
-        return tuple.__new__(cls, (address, gateway))
-
-    @property
-    def address(self) -> IPInterface:
-        return self[0]
-
-    @property
-    def gateway(self) -> IPAddress:
-        return self[1]
-
-    def __repr__(self) -> str:
-        return f"Allocation(address={self[0]!r}, gateway={self[1]!r})"
+    address: IPInterface
+    gateway: IPAddress
 
 
 def _iface(ip: IPAddress, prefixlen: int) -> IPInterface:

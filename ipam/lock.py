@@ -7,7 +7,7 @@ Two kinds of lock, both an exclusive ``flock()`` with a bounded wait (``FileLock
   writing attachment records, reclaim — and creating or re-addressing the bridge.  It is
   held only around that store work, never around a veth, a pod's addresses, routes or
   sysctls, so concurrent pods' kernel work overlaps (reclaim, rare, tears a stale
-  attachment down under it: ``cni.commands.Reclaimer``);
+  attachment down under it: ``cni.plugin.handlers.Reclaimer``);
 * the **attachment lock** of one (container id, ifname),
   ``<network dir>/.weft/locks/<sha256(id\nifname)>``: held for a whole ADD, DEL or CHECK of
   that attachment, so those stay all-or-nothing and ordered (a concurrent ADD and DEL of
@@ -24,7 +24,7 @@ hold several attachment locks it won that way while it waits for the network loc
 Lock files of attachments are removed, so that they do not pile up one per pod and do
 not outlive their attachment whoever deletes it: DEL unlinks its own while still holding
 it, CHECK its own when weft has no record of the attachment, and the one GC path (CNI GC,
-``weft gc``, ADD's reclaim: ``cni.commands.collect``) those of attachments that no longer
+``weft gc``, ADD's reclaim: ``cni.plugin.handlers.collect``) those of attachments that no longer
 exist (after winning them with ``try_acquire``).  Unlinking a flock()ed file races with a
 process that opened the old file and is waiting on it; so an attachment lock, once
 acquired, checks that its path still names the file it locked and starts over if not
@@ -81,7 +81,7 @@ def network_lock(path: str, timeout: float) -> FileLock:
 
 
 def attachment_lock(network_dir: str, key: str, timeout: float) -> FileLock:
-    """``key``: the attachment's hex digest (``ipam.attachments.attachment_key``)."""
+    """``key``: the attachment's hex digest (``ipam.records.attachment_key``)."""
     return FileLock(os.path.join(network_dir, ATTACHMENT_LOCKS_DIR, key), timeout, removable=True)
 
 

@@ -8,7 +8,7 @@ Builds (with --build) these variants of packaging/weft.spec into --out, then tim
 
   VERSION      CNI_COMMAND=VERSION, nothing else (what libcni runs before everything)
   ADD-noenv    CNI_COMMAND=ADD with CNI_CONTAINERID/CNI_NETNS missing -> CNI error JSON
-               (goes through config decoding but not cni.commands/pyroute2)
+               (goes through config decoding but not cni.plugin.handlers/pyroute2)
 
 plus ``source`` (python3 -m cni from the tree) as the baseline. With --add (root), it also
 times full ADD+DEL pairs of the chosen binary in a throwaway ``wp-`` netns.

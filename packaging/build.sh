@@ -31,13 +31,12 @@ if [ "${WEFT_ONEFILE:-0}" = 1 ]; then
     out="$DISTDIR/$name"
 else
     out="$DISTDIR/$name/$name"
-    # The build identity a `weft serve` helper and its clients compare (cni/handoff.py), and
+    # The build identity a `weft serve` helper and its clients compare (cni/helper/client.py), and
     # what `weft --version` shows: the version, a digest of every file of the bundle, the
     # architecture, the oldest glibc the bundle starts on (the highest GLIBC_ symbol version
     # any of its ELF files needs) and whether it is a release build (packaging/release/) or a
     # development build on this machine.
-    version=$(cd "$root" && env -u PYTHONOPTIMIZE "$PYTHON" -S -c \
-        'from cni.dispatch import PLUGIN_VERSION; print(PLUGIN_VERSION)')
+    version=$("$PYTHON" -S "$here/project_version.py" "$root")
     digest=$(cd "$DISTDIR/$name" && find . -type f ! -name weft.build-id -print0 | LC_ALL=C sort -z |
         xargs -0 sha256sum | sha256sum | cut -c1-40)
     case "${WEFT_RELEASE_ARCH:-$(uname -m)}" in

@@ -19,7 +19,7 @@ OUT=${WEFT_RELEASE_OUT:-$repo/dist/release}
 archs=("$@")
 [ ${#archs[@]} -gt 0 ] || archs=(amd64 arm64)
 
-version=$(cd "$repo" && python3 -S -c 'from cni.dispatch import PLUGIN_VERSION; print(PLUGIN_VERSION)')
+version=$(python3 -S "$repo/packaging/project_version.py" "$repo")
 
 # Freeze weft in ARCH's build root with ARCH's CPython; prints the onedir bundle's path.
 bundle() {

@@ -4,7 +4,7 @@ or on the store's files (never through weft), must turn a passing CHECK into cod
 still release everything afterwards.
 
 ``tests/unit/test_check.py`` covers the diff on hand-built data; this covers what the diff is
-fed: what ``cni.bridge.observe`` (netlink) and the store read back from a real node.
+fed: what ``cni.plugin.bridge.observe`` (netlink) and the store read back from a real node.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cni import helperproto
+from cni.helper import protocol as helperproto
 from tests.packaging.test_packaging import _sh, _tree, dist  # noqa: F401 - fixture
 from tests.serve._support import Helper, identity_of, version_request, wait_for
 

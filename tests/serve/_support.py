@@ -21,7 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cni import handoff, helperproto
+from cni.helper import client as handoff
+from cni.helper import protocol as helperproto
 from tests.netns import PLUGIN, Node, Outcome
 
 SERVED = re.compile(r"\]: request command=(\S+) container=(\S+) ifname=\S+ pid=\d+ (\S+)")

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from cni import handoff, helperproto
+from cni.helper import client as handoff
+from cni.helper import protocol as helperproto
 from tests.netns import Node, cni_env
 from tests.serve._support import (
     Helper,
@@ -156,7 +157,7 @@ def test_a_helper_that_accepts_and_never_reads_never_holds_stdout(
 # sends a real ADD, waits for the accept, then closes without the go.
 _CLOSE_BEFORE_GO = """
 import json, os, socket, sys
-from cni import helperproto as p
+from cni.helper import protocol as p
 sock, ident, env, stdin = sys.argv[1], sys.argv[2].encode(), json.loads(sys.argv[3]), sys.argv[4]
 raw_env = b"".join(f"{k}={v}".encode() + b"\\0" for k, v in env.items())
 data = stdin.encode()

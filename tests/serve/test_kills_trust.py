@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cni import helperproto
+from cni.helper import protocol as helperproto
 from tests.netns import Node
 from tests.serve._support import (
     Helper,

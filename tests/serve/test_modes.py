@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from cni import handoff, helperproto
+from cni.helper import client as handoff
+from cni.helper import protocol as helperproto
 from tests.netns import Node
 from tests.netns import expect_ok as ok
 from tests.serve._support import (

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cni.spec import PodRef, parse_cni_args, pod_ref
+from cni.protocol.spec import PodRef, parse_cni_args, pod_ref
 from cnispec.digest import sha256_hex
 from cnispec.errors import InvalidConfig
-from ipam.attachments import Attachment, AttachmentStore
+from ipam.attachments import AttachmentStore
+from ipam.records import Attachment
 
 IF = ipaddress.ip_interface
 

@@ -7,8 +7,8 @@ import ipaddress
 
 import pytest
 
-from cni import opstate
-from cni.plan import bridge_address_conflicts
+from cni.operator import state as opstate
+from cni.plugin.plan import bridge_address_conflicts
 from tests.unit.test_opstate import facts
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from cni.check import Drift, Observed, drifts, plan_check
-from cni.config import parse_netconf
-from cni.netlink import KernelRoute, Link
-from cni.plan import host_veth_name
+from cni.linux.netlink import KernelRoute, Link
+from cni.plugin.check import Drift, Observed, drifts, plan_check
+from cni.plugin.config import parse_netconf
+from cni.plugin.plan import host_veth_name
 from cnispec.errors import InvalidConfig
 
 A = ipaddress.ip_address

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from cni.config import parse_netconf, subnet_file_path
-from cni.jsondecode import decode_object as decode
+from cni.plugin.config import parse_netconf, subnet_file_path
+from cni.protocol.jsondecode import decode_object as decode
 from cnispec.errors import DecodeFailure, IncompatibleVersion, InvalidConfig
 from ipam.subnetfile import parse_subnet_file
 

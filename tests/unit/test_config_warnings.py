@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cni.config import config_warnings, edit_distance, probable_key, shape_reason
+from cni.plugin.config import config_warnings, edit_distance, probable_key, shape_reason
 from tests.netns import ROOT
 
 K3S = {
@@ -123,7 +123,7 @@ def test_edit_distance() -> None:
 
 
 def test_config_module_does_not_import_difflib() -> None:
-    code = "import sys, cni.config; print('difflib' in sys.modules)"
+    code = "import sys, cni.plugin.config; print('difflib' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )

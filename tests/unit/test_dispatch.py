@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cni.dispatch import Dispatcher, Request
+from cni.protocol.dispatch import Dispatcher, Request
 from cnispec.errors import CNIError, RangeExhausted
 
 CONF = {"cniVersion": "0.4.0", "name": "cbr0", "type": "weft"}

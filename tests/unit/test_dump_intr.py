@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from cni.netlink import (
+from cni.linux.netlink import (
     DUMP_ATTEMPTS,
     NLM_F_DUMP_INTR,
     NLM_F_MULTI,

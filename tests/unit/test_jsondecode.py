@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from cni.config import parse_netconf
-from cni.dispatch import Dispatcher
-from cni.jsondecode import MAX_BYTES, MAX_DEPTH, decode_json, decode_object, read_bounded
-from cni.spec import check_version
+from cni.plugin.config import parse_netconf
+from cni.protocol.dispatch import Dispatcher
+from cni.protocol.jsondecode import MAX_BYTES, MAX_DEPTH, decode_json, decode_object, read_bounded
+from cni.protocol.spec import check_version
 from cnispec.errors import CNIError, DecodeFailure, IncompatibleVersion
 from ipam.subnetfile import parse_subnet_file
 from tests import wrongtypes
@@ -228,6 +228,6 @@ def test_lock_timeout_bound_accepted() -> None:
 
 def test_the_helper_takes_as_much_stdin_as_the_in_process_path_reads() -> None:
     """So an oversized config gets the same code 6 in both modes, from the same decoder."""
-    from cni import helperproto
+    from cni.helper import protocol as helperproto
 
     assert helperproto.MAX_STDIN == MAX_BYTES + 1

@@ -8,8 +8,8 @@ import json
 import re
 from pathlib import Path
 
-from cni.dispatch import Dispatcher
-from cni.log import Log, pod_context, timestamp
+from cni.protocol.dispatch import Dispatcher
+from cni.protocol.log import Log, pod_context, timestamp
 
 LINE = re.compile(
     r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z weft\[\d+\] (debug|info|warning|error) "

@@ -1,4 +1,4 @@
-"""What ``cni.config`` answers, pinned for a wide table of inputs: every field of every shape
+"""What ``cni.plugin.config`` answers, pinned for a wide table of inputs: every field of every shape
 given every wrong JSON type (tests/wrongtypes.py) and given wrong *values* of the right type
 (bad addresses, CIDRs, paths, ranges, routes, DNS, GC lists), and the warnings and shape
 reasons a config gets. The answer is the CNI error (code, msg, details) a runtime and an
@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cni.config import config_warnings, parse_netconf, shape_reason
+from cni.plugin.config import config_warnings, parse_netconf, shape_reason
 from cnispec.errors import CNIError
 from ipam.subnetfile import SubnetFile, parse_subnet_file
 from tests import wrongtypes

@@ -3,7 +3,7 @@ with an unknown or misplaced key in every section weft reads gets exactly these 
 
 from __future__ import annotations
 
-from cni.config import config_warnings, edit_distance, probable_key
+from cni.plugin.config import config_warnings, edit_distance, probable_key
 
 
 def test_every_section_warns_with_its_place_and_guess() -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import ipaddress
 
-from cni import opstate
-from cni.check import drifts, plan_check
-from cni.config import edit_distance
-from cni.jsondecode import _too_deep
-from cni.opstate import Observed, RangeUsage
+from cni.operator import state as opstate
+from cni.operator.state import Observed, RangeUsage
+from cni.plugin.check import drifts, plan_check
+from cni.plugin.config import edit_distance
+from cni.protocol.jsondecode import _too_deep
 from ipam.ranges import Range, RangeIter, RangeSet
 from tests.unit.test_check import NETNS, PREV, conf, intact, link
 from tests.unit.test_opstate import BOOT, NOW, rec

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cni.jsondecode import MAX_DEPTH, _too_deep, decode_json, decode_object
+from cni.protocol.jsondecode import MAX_DEPTH, _too_deep, decode_json, decode_object
 from cnispec.errors import DecodeFailure
 
 MSG = "error parsing network configuration"

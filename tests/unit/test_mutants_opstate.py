@@ -9,10 +9,10 @@ import json
 import os
 from pathlib import Path
 
-from cni import opstate
-from cni.opstate import NodeFacts, Observed, RangeUsage, Row
-from ipam.attachments import NetnsId
+from cni.operator import state as opstate
+from cni.operator.state import NodeFacts, Observed, RangeUsage, Row
 from ipam.ranges import Range, RangeSet
+from ipam.records import NetnsId
 from ipam.subnetfile import parse_subnet_file
 from tests.unit.test_opstate import BOOT, NOW, rec
 

@@ -9,10 +9,10 @@ import ipaddress
 
 import pytest
 
-from cni.check import Drift, Expected, drifts, plan_check
-from cni.config import parse_netconf
-from cni.netlink import KernelRoute
-from cni.plan import (
+from cni.linux.netlink import KernelRoute
+from cni.plugin.check import Drift, Expected, drifts, plan_check
+from cni.plugin.config import parse_netconf
+from cni.plugin.plan import (
     AddPlan,
     Allocation,
     attachment_record,
@@ -22,10 +22,10 @@ from cni.plan import (
     masq_comment,
     plan_add,
 )
-from cni.spec import PodRef
-from cni.types import DNS, Interface, IPConfig, Result, Route
+from cni.protocol.spec import PodRef
+from cni.protocol.types import DNS, Interface, IPConfig, Result, Route
 from cnispec.errors import InvalidConfig
-from ipam.attachments import Attachment, NetnsId
+from ipam.records import Attachment, NetnsId
 from ipam.subnetfile import parse_subnet_file
 from tests.unit.test_check import NETNS, PREV, VETH, conf, intact, link
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cni.config import requested_ips
+from cni.plugin.config import requested_ips
 from cnispec.errors import CNIError, DuplicateAllocation
 from cnispec.ip import IPAddress
 from ipam.allocator import Allocator

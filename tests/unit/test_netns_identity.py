@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from cni import opstate
-from cni.opstate import Observed
-from cni.plan import NETNS_GONE, NETNS_OTHER, NETNS_SAME, is_stale, netns_state
-from ipam.attachments import Attachment, NetnsId
+from cni.operator import state as opstate
+from cni.operator.state import Observed
+from cni.plugin.plan import NETNS_GONE, NETNS_OTHER, NETNS_SAME, is_stale, netns_state
+from ipam.records import Attachment, NetnsId
 from tests.unit.test_attachments import REC
 
 POD_NS = NetnsId(4, 4026532801)

@@ -1,14 +1,14 @@
-"""The operator's decisions (cni.opstate), without root: which rows are live, stale or
+"""The operator's decisions (cni.operator.state), without root: which rows are live, stale or
 host-local, what gc releases, how full a range is, what status calls a problem."""
 
 from __future__ import annotations
 
 import ipaddress
 
-from cni import opstate
-from cni.opstate import NodeFacts, Observed, RangeUsage
-from ipam.attachments import Attachment, NetnsId
+from cni.operator import state as opstate
+from cni.operator.state import NodeFacts, Observed, RangeUsage
 from ipam.ranges import Range, RangeSet
+from ipam.records import Attachment, NetnsId
 from ipam.subnetfile import parse_subnet_file
 
 BOOT = "boot-now"

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from cni import commands, netlink, netns, sysctl
-from cni.dispatch import Dispatcher
+from cni.linux import netlink, netns, sysctl
+from cni.plugin import handlers as commands
+from cni.protocol.dispatch import Dispatcher
 from cnispec.errors import (
     INVALID_ENV,
     IO_FAILURE,
@@ -66,7 +67,7 @@ def test_mapping_by_errno(err: int) -> None:
 
 
 def test_gone_and_other_are_the_callers_to_say() -> None:
-    from cni.netns import NetnsGone
+    from cni.linux.netns import NetnsGone
 
     gone = os_error(OSError(errno.ENOENT, "x"), "entering", gone=NetnsGone)
     assert isinstance(gone, NetnsGone) and gone.code == INVALID_ENV

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cni.operator import OperatorError, UsageError, find_conf, parse_options, plugin_conf
+from cni.operator.commands import UsageError, parse_options
+from cni.operator.discovery import OperatorError, find_conf, plugin_conf
 from tests.netns import ROOT
 
 
@@ -81,17 +82,9 @@ def test_plugin_conf_and_options() -> None:
         parse_options(["--dry-run"], frozenset({"--json"}))
 
 
-def test_cni_version_path_never_imports_pydantic(tmp_path: Path) -> None:
-    modules = tmp_path / "modules"
-    out = weft(env={"CNI_COMMAND": "VERSION", "WEFT_MODULES_OUT": str(modules)})
-    assert out.returncode == 0 and "supportedVersions" in out.stdout
-    loaded = modules.read_text().split()
-    assert "cni.dispatch" in loaded and not [m for m in loaded if m.startswith("pydantic")]
-
-
 def test_operator_json_path_does_import_pydantic() -> None:
     """The seam above would notice pydantic: the operator's --json path does load it."""
-    code = "import sys, cni.opjson; print('pydantic' in sys.modules)"
+    code = "import sys, cni.operator.jsonout; print('pydantic' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
@@ -99,7 +92,7 @@ def test_operator_json_path_does_import_pydantic() -> None:
 
 
 def test_build_id_is_described_with_arch_glibc_and_kind() -> None:
-    from cni.person import BuildInfo, describe_build, parse_build_id
+    from cni.operator.cli import BuildInfo, describe_build, parse_build_id
 
     info = parse_build_id("weft 0.1.0 0123456789abcdef0123 arch=arm64 glibc=2.31 build=release\n")
     assert info == BuildInfo("0.1.0", "0123456789abcdef0123", "arm64", "2.31", "release")
@@ -114,3 +107,18 @@ def test_build_id_is_described_with_arch_glibc_and_kind() -> None:
     assert old is not None and old.arch == "?"
     assert parse_build_id("") is None and parse_build_id("something else") is None
     assert "source tree" in describe_build(None)
+
+
+def test_the_version_is_written_once_in_pyproject() -> None:
+    """Source tree: --version and the about text read pyproject.toml's version (a bundle
+    reads the copy the build put in its build id); no module carries its own."""
+    import tomllib
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        version = tomllib.load(f)["project"]["version"]
+    assert weft("--version").stdout.startswith(f"weft {version} (source tree;")
+    assert f"weft {version};" in weft().stderr
+    literal = f'"{version}"'
+    holders = [str(p.relative_to(ROOT)) for pkg in ("cni", "cnispec", "ipam")
+               for p in (ROOT / pkg).rglob("*.py") if literal in p.read_text()]
+    assert holders == []

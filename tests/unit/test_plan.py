@@ -5,10 +5,10 @@ from __future__ import annotations
 import errno
 import ipaddress
 
-from cni.config import parse_netconf
-from cni.masq import rules, rules_found
-from cni.netlink import Exists, NotFound, map_errno
-from cni.plan import (
+from cni.linux.masq import rules, rules_found
+from cni.linux.netlink import Exists, NotFound, map_errno
+from cni.plugin.config import parse_netconf
+from cni.plugin.plan import (
     Allocation,
     build_result,
     host_veth_name,
@@ -16,7 +16,7 @@ from cni.plan import (
     masq_comment,
     plan_add,
 )
-from cni.types import DNS
+from cni.protocol.types import DNS
 from ipam.subnetfile import parse_subnet_file
 
 DUAL = (

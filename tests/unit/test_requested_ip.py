@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from cni.config import assign_requested, requested_ips
+from cni.plugin.config import assign_requested, requested_ips
 from cnispec.errors import (
     INVALID_CONFIG,
     INVALID_ENV,

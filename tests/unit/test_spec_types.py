@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from cni.spec import SUPPORTED_VERSIONS, parse_cni_args, read_env
-from cni.types import DNS, Interface, IPConfig, Result, Route, result_from_dict
+from cni.protocol.spec import SUPPORTED_VERSIONS, parse_cni_args, read_env
+from cni.protocol.types import DNS, Interface, IPConfig, Result, Route, result_from_dict
 from cnispec.errors import InvalidConfig, InvalidEnv
 from cnispec.rules import interface_name_problem, is_valid_id
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from cni.config import parse_netconf
-from cni.plan import (
+from cni.plugin.config import parse_netconf
+from cni.plugin.plan import (
     GCPlan,
     Teardown,
     host_veth_name,
@@ -15,7 +15,7 @@ from cni.plan import (
     plan_gc,
     plan_teardown,
 )
-from ipam.attachments import Attachment, NetnsId
+from ipam.records import Attachment, NetnsId
 from ipam.store import Reservation
 
 A = ipaddress.ip_address

@@ -1,6 +1,6 @@
 """The ``weft serve`` helper's protocol: where it listens, what goes over the wire, whom it
-serves. The one place for the client (``cni.handoff``), the helper (``cni.serve``) and
-``weft status`` (``cni.operator``).
+serves. The one place for the client (``cni.helper.client``), the helper (``cni.helper.server``) and
+``weft status`` (``cni.operator.commands``).
 
 The exec path imports this before anything else, so it imports only modules that have no
 Python source (``_socket``, ``_struct``) and ``os`` (loaded by the interpreter's start-up):

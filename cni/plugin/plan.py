@@ -1,7 +1,7 @@
 """The decisions of every command, without I/O: what ADD puts in the kernel, what DEL, GC
 and reclaim take down, which attachments are stale, which ones GC collects. Pure: values
 in (config, records, reservations, what the caller observed), plans out; the command
-handlers (``cni.commands``) load, call these, and apply the result.
+handlers (``cni.plugin.handlers``) load, call these, and apply the result.
 
 Public API (also what operator tooling builds on):
 
@@ -24,13 +24,13 @@ import ipaddress
 from collections.abc import Callable
 from typing import NamedTuple
 
-from cni.config import NetConf
-from cni.spec import PodRef
-from cni.types import DNS, Interface, IPConfig, Result, Route
+from cni.plugin.config import NetConf
+from cni.protocol.spec import PodRef
+from cni.protocol.types import DNS, Interface, IPConfig, Result, Route
 from cnispec.digest import sha256_hex, sha512_hex
 from cnispec.ip import IPAddress, IPInterface
 from ipam.allocator import Allocation
-from ipam.attachments import Attachment, NetnsId
+from ipam.records import Attachment, NetnsId
 from ipam.store import Reservation
 
 DEFAULT_V4 = ipaddress.ip_network("0.0.0.0/0")

@@ -1,6 +1,6 @@
 """The exec path's first step: hand the request to a running ``weft serve`` helper.
 
-Boundary module, imported before anything heavy: like ``cni.helperproto`` (the protocol,
+Boundary module, imported before anything heavy: like ``cni.helper.protocol`` (the protocol,
 described there), it imports only modules without Python source and ``os``/``sys``/``time``
 (loaded by the interpreter's start-up), so that a node without a helper pays one failed
 ``connect()`` and a node with one pays no Python imports beyond what the interpreter has
@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from cni import helperproto as proto
+from cni.helper import protocol as proto
 
 FALLBACK_LOG_ENV = "WEFT_FALLBACK_LOG"
 ACCEPT_TIMEOUT = 3.0  # connect + handshake up to the helper's A; past it: in-process
@@ -44,17 +44,29 @@ def identity() -> bytes:
     return b"weft source " + _source_digest().encode()
 
 
+def source_root() -> str:
+    """The source tree this module runs from (the directory holding ``cni/``)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def _source_digest() -> str:
     from cnispec.digest import sha256_hex
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = source_root()
     parts = [root]
+    try:  # the version lives there
+        st = os.stat(os.path.join(root, "pyproject.toml"))
+        parts.append(f"pyproject.toml:{st.st_size}:{st.st_mtime_ns}")
+    except OSError:
+        pass
     for pkg in SOURCE_PACKAGES:
-        d = os.path.join(root, pkg)
-        for name in sorted(os.listdir(d)):
-            if name.endswith(".py"):
-                st = os.stat(os.path.join(d, name))
-                parts.append(f"{pkg}/{name}:{st.st_size}:{st.st_mtime_ns}")
+        for d, subdirs, names in os.walk(os.path.join(root, pkg)):
+            subdirs[:] = sorted(s for s in subdirs if s != "__pycache__")
+            for name in sorted(names):
+                if name.endswith(".py"):
+                    st = os.stat(os.path.join(d, name))
+                    rel = os.path.relpath(os.path.join(d, name), root)
+                    parts.append(f"{rel}:{st.st_size}:{st.st_mtime_ns}")
     return sha256_hex("\n".join(parts).encode())[:40]
 
 
@@ -131,7 +143,7 @@ def _fallback(sock: _socket.socket, stdin: bytes | None, why: str) -> Outcome:
 
 def _offer(sock: _socket.socket, stdin: bytes, deadline: float) -> bool:
     """Send the request; True once the helper accepted it and was told to go (with the
-    descriptors: only now, see ``cni.helperproto``)."""
+    descriptors: only now, see ``cni.helper.protocol``)."""
     ident = identity()
     cwd = _cwd()
     env = b"".join(k + b"=" + v + b"\0" for k, v in os.environb.items())

@@ -21,8 +21,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, NamedTuple
 
-from cni.spec import check_version
-from cni.types import DNS, Result, Route, result_from_dict
+from cni.protocol.spec import check_version
+from cni.protocol.types import DNS, Result, Route, result_from_dict
 from cnispec.errors import InvalidConfig, InvalidEnv
 from cnispec.ip import IPAddress, IPNetwork
 from cnispec.rules import id_problem, interface_name_problem, mtu_problem

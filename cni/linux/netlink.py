@@ -8,7 +8,7 @@ bare namespace before its submodules are imported (see ``_load_pyroute2``).
 
 A socket belongs to the network namespace it was created in, so one ``Netlink`` per
 namespace serves a whole command: the host-side one is opened in place, the pod-side one by
-entering the pod netns just long enough to create the socket (``cni.netns``).
+entering the pod netns just long enough to create the socket (``cni.linux.netns``).
 
 A dump the kernel flags as having raced a change (``NLM_F_DUMP_INTR``: an address or route
 added or removed by another pod's ADD or DEL meanwhile) is never used: it is repeated, a
@@ -250,7 +250,7 @@ class Addr(NamedTuple):
 
 
 class KernelRoute(NamedTuple):
-    """A route as the kernel reports it (``cni.types.Route`` is a CNI result's)."""
+    """A route as the kernel reports it (``cni.protocol.types.Route`` is a CNI result's)."""
 
     dst: IPNetwork
     gateway: IPAddress | None

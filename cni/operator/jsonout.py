@@ -18,7 +18,7 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from pydantic import BaseModel, ConfigDict, create_model  # noqa: E402
 from pydantic.alias_generators import to_camel  # noqa: E402
 
-from cni.opstate import NodeFacts, Problem, RangeUsage, Row  # noqa: E402
+from cni.operator.state import NodeFacts, Problem, RangeUsage, Row  # noqa: E402
 
 
 class _Model(BaseModel):
@@ -27,7 +27,7 @@ class _Model(BaseModel):
 
 def _mirror(nt: type[tuple[Any, ...]], name: str, **extra: Any) -> type[_Model]:
     """A model with the fields of the NamedTuple ``nt`` (plus ``extra``): the row types of
-    ``cni.opstate`` stay the one declaration of what a row holds."""
+    ``cni.operator.state`` stay the one declaration of what a row holds."""
     fields: dict[str, Any] = {k: (t, ...) for k, t in get_type_hints(nt).items()}
     return create_model(name, __base__=_Model, **fields, **extra)
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 
-from cni.plan import masq_chain, masq_comment
+from cni.plugin.plan import masq_chain, masq_comment
 from cnispec.errors import MasqFailure, os_error
 from cnispec.ip import IPInterface
 

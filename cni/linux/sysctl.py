@@ -1,7 +1,7 @@
 """Sysctls under /proc/sys. Boundary module.
 
 ``/proc/sys/net`` resolves against the network namespace of the *calling thread* when the
-file is opened, so a pod's sysctls are written while inside its netns (``cni.netns``).
+file is opened, so a pod's sysctls are written while inside its netns (``cni.linux.netns``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """CHECK's decision: the attachment as ADD made it (prevResult, config, record) against what
-the store and the kernel show, as a list of drifts. Pure: ``cni.bridge.observe`` and the
+the store and the kernel show, as a list of drifts. Pure: ``cni.plugin.bridge.observe`` and the
 command handler collect the observation; nothing here does I/O.
 """
 
@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, NamedTuple
 from cnispec.errors import InvalidConfig
 
 if TYPE_CHECKING:
-    from cni.config import NetConf
-    from cni.netlink import KernelRoute, Link
-    from cni.types import Result, Route
+    from cni.linux.netlink import KernelRoute, Link
+    from cni.plugin.config import NetConf
+    from cni.protocol.types import Result, Route
     from cnispec.ip import IPAddress, IPInterface
 
 
@@ -50,7 +50,7 @@ def plan_check(conf: NetConf, container_id: str, ifname: str, netns: str) -> Exp
 
 
 class Observed(NamedTuple):
-    """What is there. Kernel fields come from ``cni.bridge.observe``; addresses and routes
+    """What is there. Kernel fields come from ``cni.plugin.bridge.observe``; addresses and routes
     are the pod interface's (empty when it is missing). The host veth is the link the pod
     interface names as its peer, whatever it is called: that is how the reference finds it,
     so a pod either plugin made is checked alike."""

@@ -12,13 +12,10 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO, NamedTuple, TextIO
 
-from cni import spec
-from cni.jsondecode import decode_json, decode_object, read_bounded
-from cni.log import Log, pod_context
+from cni.protocol import spec
+from cni.protocol.jsondecode import decode_json, decode_object, read_bounded
+from cni.protocol.log import Log, pod_context
 from cnispec.errors import CNIError, DecodeFailure, IncompatibleVersion, os_errors
-
-ABOUT = "weft: CNI plugin (veth + bridge + host-local IPAM from the flannel subnet file)"
-PLUGIN_VERSION = "0.1.0"
 
 
 class Request(NamedTuple):

@@ -5,44 +5,34 @@ config the runtime gives weft -- by default the first conflist (by name, as libc
 them) with a ``weft`` plugin in k3s's ``/var/lib/rancher/k3s/agent/etc/cni/net.d``, then
 ``/etc/cni/net.d`` (``WEFT_CONF_DIRS`` overrides the list; ``--conf FILE`` names one) --
 observe the store, the netns paths and the links, and hand the observations to the pure
-decisions in ``cni.opstate``. ``--json`` output comes from ``cni.opjson`` (pydantic),
-imported only then: pydantic never loads on the CNI exec path.
+decisions in ``cni.operator.state``. ``--json`` output comes from ``cni.operator.jsonout``
+(pydantic), imported only then: pydantic never loads on the CNI exec path.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
-from cni import helperproto, opstate
-from cni.config import NetConf, is_flannel_shape, parse_netconf, subnet_file_path
-from cni.opstate import Observed, Row
-from cni.plan import orphan_records
+from cni.helper import protocol as helperproto
+from cni.operator import state as opstate
+from cni.operator.discovery import Loaded, OperatorError, load
+from cni.operator.state import Observed, Row
+from cni.plugin.config import NetConf, is_flannel_shape
+from cni.plugin.plan import orphan_records
 from cnispec.errors import CNIError
-from ipam.attachments import Attachment, AttachmentStore, NetnsId
+from ipam.attachments import AttachmentStore
 from ipam.disk import DiskStore
-from ipam.subnetfile import SubnetFile
+from ipam.records import Attachment, NetnsId
 
 if TYPE_CHECKING:
-    from cni.commands import Network
-
-CONF_DIRS_ENV = "WEFT_CONF_DIRS"
-DEFAULT_CONF_DIRS = ("/var/lib/rancher/k3s/agent/etc/cni/net.d", "/etc/cni/net.d")
-CONF_EXTENSIONS = (".conf", ".conflist", ".json")  # libcni's ConfFiles
-PLUGIN_TYPE = "weft"
-
+    from cni.plugin.handlers import Network
 
 class UsageError(Exception):
     """Wrong subcommand line: exit 2 with the usage on stderr."""
-
-
-class OperatorError(Exception):
-    """The node or its config cannot be read: exit 1 with this message."""
 
 
 # ---- argument parsing (no argparse: it is not in the frozen bundle) --------------------
@@ -74,89 +64,6 @@ def parse_options(argv: list[str], allowed: frozenset[str]) -> Options:
     return Options(conf, "--json" in flags, "--dry-run" in flags)
 
 
-# ---- config discovery ---------------------------------------------------------------------
-def conf_dirs(getenv: Any = os.environ.get) -> list[str]:
-    raw = getenv(CONF_DIRS_ENV)
-    return [d for d in raw.split(":") if d] if raw else list(DEFAULT_CONF_DIRS)
-
-
-def plugin_conf(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """weft's own plugin config out of a conflist or a single .conf, with the list's
-    ``name`` and ``cniVersion`` injected as libcni does; None when weft is not in it."""
-    plugins = doc.get("plugins")
-    if isinstance(plugins, list):
-        for p in plugins:
-            if isinstance(p, dict) and p.get("type") == PLUGIN_TYPE:
-                out = dict(p)
-                out["name"] = doc.get("name")
-                out["cniVersion"] = doc.get("cniVersion")
-                return out
-        return None
-    return dict(doc) if doc.get("type") == PLUGIN_TYPE else None
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            doc = json.loads(f.read())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise OperatorError(f"cannot read {path}: {e}") from None
-    if not isinstance(doc, dict):
-        raise OperatorError(f"{path}: not a JSON object")
-    return doc
-
-
-def find_conf(explicit: str | None, dirs: list[str]) -> tuple[str, dict[str, Any]]:
-    if explicit:
-        conf = plugin_conf(_read_json(explicit))
-        if conf is None:
-            raise OperatorError(f"{explicit} has no plugin of type {PLUGIN_TYPE!r}")
-        return explicit, conf
-    for d in dirs:
-        try:
-            names = sorted(n for n in os.listdir(d) if n.endswith(CONF_EXTENSIONS))
-        except OSError:
-            continue
-        for n in names:
-            path = os.path.join(d, n)
-            with contextlib.suppress(OperatorError):
-                conf = plugin_conf(_read_json(path))
-                if conf is not None:
-                    return path, conf
-    raise OperatorError(
-        f"no CNI config with a {PLUGIN_TYPE!r} plugin in {', '.join(dirs)}; "
-        "name one with --conf FILE"
-    )
-
-
-class Loaded(NamedTuple):
-    path: str
-    obj: dict[str, Any]
-    conf: NetConf
-    subnet_file: str | None
-    subnet: SubnetFile | None
-    subnet_error: str
-
-
-def load(options: Options) -> Loaded:
-    from cni.commands import read_subnet_file
-
-    path, obj = find_conf(options.conf, conf_dirs())
-    sf_path = subnet_file_path(obj)
-    subnet: SubnetFile | None = None
-    error = ""
-    if sf_path:
-        try:  # as ADD reads it, so status says what ADD would answer
-            subnet = read_subnet_file(sf_path, required=True)
-        except CNIError as e:
-            error = str(e)
-    try:
-        conf = parse_netconf(obj, subnet)
-    except CNIError as e:
-        raise OperatorError(f"{path}: {e}") from None
-    return Loaded(path, obj, conf, sf_path, subnet, error)
-
-
 # ---- observing the node -------------------------------------------------------------------
 def _mtime(path: str) -> float | None:
     try:
@@ -167,8 +74,8 @@ def _mtime(path: str) -> float | None:
 
 def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
     """Every reservation, plus every record whose reservation is gone."""
-    from cni.netlink import Netlink
-    from cni.netns import identity_at
+    from cni.linux.netlink import Netlink
+    from cni.linux.netns import identity_at
 
     all_records = attachments.all()
     reservations = store.reservations()
@@ -209,13 +116,13 @@ def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
 
 
 def network(conf: NetConf) -> Network:
-    from cni.commands import Network
+    from cni.plugin.handlers import Network
 
     return Network.of(conf)
 
 
 def judged(net: Network) -> list[Row]:
-    from cni.commands import boot_id
+    from cni.plugin.handlers import boot_id
 
     return opstate.rows(observe(net.store, net.records), boot_id(), time.time())
 
@@ -264,10 +171,10 @@ def format_rows(table: list[Row]) -> str:
 
 def cmd_ls(argv: list[str], out: TextIO, err: TextIO) -> int:
     options = parse_options(argv, frozenset({"--conf", "--json"}))
-    loaded = load(options)
+    loaded = load(options.conf)
     net, table = _table(loaded)
     if options.json:
-        from cni import opjson
+        from cni.operator import jsonout as opjson
 
         out.write(opjson.ls_json(loaded.path, net.store.dir, table) + "\n")
         return 0
@@ -280,7 +187,7 @@ def cmd_ls(argv: list[str], out: TextIO, err: TextIO) -> int:
 
 # ---- weft status --------------------------------------------------------------------------
 def _forwarding(conf: NetConf) -> tuple[tuple[int, str], ...]:
-    from cni import sysctl
+    from cni.linux import sysctl
 
     versions = sorted({rs.family for rs in conf.ipam.range_sets})
     out = []
@@ -318,10 +225,10 @@ def helper_state(path: str) -> tuple[str, str]:
 
 
 def facts(loaded: Loaded, net: Network, table: list[Row]) -> opstate.NodeFacts:
-    from cni.netlink import Netlink
+    from cni.linux.netlink import Netlink
 
     conf = loaded.conf
-    # what ADD puts on the bridge (cni.plan): each range set's first range's gateway
+    # what ADD puts on the bridge (cni.plugin.plan): each range set's first range's gateway
     want = (
         tuple(
             f"{rs.ranges[0].gateway}/{rs.ranges[0].subnet.prefixlen}" for rs in conf.ipam.range_sets
@@ -375,14 +282,14 @@ def _subnet_line(loaded: Loaded) -> str:
 
 def cmd_status(argv: list[str], out: TextIO, err: TextIO) -> int:
     options = parse_options(argv, frozenset({"--conf", "--json"}))
-    loaded = load(options)
+    loaded = load(options.conf)
     net, table = _table(loaded)
     f = facts(loaded, net, table)
     found = opstate.problems(f)
     sock = f.helper_socket
     _, helper_build = helper_state(sock) if f.helper_state == "running" else ("", "")
     if options.json:
-        from cni import opjson
+        from cni.operator import jsonout as opjson
 
         out.write(opjson.status_json(loaded.path, f, found, helper_build) + "\n")
         return 1 if found else 0
@@ -424,9 +331,9 @@ def _collect(
     net: Network,
 ) -> tuple[list[Row], opstate.GcPlan, list[Row], list[tuple[Row, str]], list[Row]]:
     """Release what ``gc_plan`` says through the plugin's one teardown path
-    (``cni.commands.collect``: the lock order, the orphan sweep), decided on the table
+    (``cni.plugin.handlers.collect``: the lock order, the orphan sweep), decided on the table
     read under the network lock."""
-    from cni.commands import collect
+    from cni.plugin.handlers import collect
 
     decided: list[tuple[list[Row], opstate.GcPlan]] = []
 
@@ -450,12 +357,12 @@ def _collect(
 
 def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
     options = parse_options(argv, frozenset({"--conf", "--dry-run", "--json"}))
-    loaded = load(options)
+    loaded = load(options.conf)
     conf = loaded.conf
     net = network(conf)
     if not net.store.exists():
         if options.json:
-            from cni import opjson
+            from cni.operator import jsonout as opjson
 
             out.write(opjson.gc_json(net.store.dir, options.dry_run, [], [], (), 0) + "\n")
         else:
@@ -471,7 +378,7 @@ def cmd_gc(argv: list[str], out: TextIO, err: TextIO) -> int:
     else:
         table, plan, released, failed, busy = _collect(net)
     if options.json:
-        from cni import opjson
+        from cni.operator import jsonout as opjson
 
         out.write(
             opjson.gc_json(
@@ -522,7 +429,7 @@ def _run(name: str, argv: list[str]) -> int:
         return 1
 
 
-# Entries for cni.__main__'s subcommand table: func(argv) -> exit code.
+# Entries for cni.operator.cli's subcommand table: func(argv) -> exit code.
 def ls(argv: list[str]) -> int:
     return _run("ls", argv)
 

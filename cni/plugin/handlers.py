@@ -1,7 +1,7 @@
 """The command handlers: load → plan → apply → print.
 
-The decisions are pure and live elsewhere (``cni.plan`` for ADD, teardown, staleness and
-GC, ``cni.check`` for CHECK); a handler loads what they need, calls them and applies the
+The decisions are pure and live elsewhere (``cni.plugin.plan`` for ADD, teardown, staleness and
+GC, ``cni.plugin.check`` for CHECK); a handler loads what they need, calls them and applies the
 result. Every ADD side effect registers its undo on an ``ExitStack`` right after it
 happens; on success the stack is dropped (``pop_all``), on any failure it unwinds, so a
 failed ADD leaves no veth, no reservation and no rule. Locks (``ipam.lock``): the
@@ -17,8 +17,11 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any, NamedTuple
 
-from cni import bridge, check, sysctl
-from cni.config import (
+from cni.linux import sysctl
+from cni.linux.netlink import Netlink
+from cni.linux.netns import NetnsGone, entered, identity_at, identity_of_fd, open_netns
+from cni.plugin import bridge, check
+from cni.plugin.config import (
     NetConf,
     assign_requested,
     config_warnings,
@@ -27,11 +30,7 @@ from cni.config import (
     shape_reason,
     subnet_file_path,
 )
-from cni.dispatch import Request
-from cni.log import Log
-from cni.netlink import Netlink
-from cni.netns import NetnsGone, entered, identity_at, identity_of_fd, open_netns
-from cni.plan import (
+from cni.plugin.plan import (
     NETNS_GONE,
     NETNS_OTHER,
     Teardown,
@@ -44,7 +43,9 @@ from cni.plan import (
     plan_gc,
     plan_teardown,
 )
-from cni.spec import pod_ref
+from cni.protocol.dispatch import Request
+from cni.protocol.log import Log
+from cni.protocol.spec import pod_ref
 from cnispec.errors import (
     CheckFailed,
     CNIError,
@@ -59,10 +60,11 @@ from cnispec.errors import (
 )
 from cnispec.ip import IPAddress, IPInterface
 from ipam.allocator import Allocation, Allocator, refuse_duplicate
-from ipam.attachments import Attachment, AttachmentStore, attachment_key
+from ipam.attachments import AttachmentStore
 from ipam.disk import DiskStore
 from ipam.lock import FileLock, attachment_lock, attachment_lock_keys, network_lock
 from ipam.ranges import RangeSet
+from ipam.records import Attachment, attachment_key
 from ipam.store import Reservation
 from ipam.subnetfile import SubnetFile, SubnetFileIncomplete, parse_subnet_file
 
@@ -188,7 +190,7 @@ def apply_teardown_kernel(net: Network, t: Teardown) -> None:
     if t.pod_netns:
         _delete_in_netns(t.pod_netns, t.ifname)
     if t.masq_versions:
-        from cni import masq  # subprocess: only when there is a rule to remove
+        from cni.linux import masq  # subprocess: only when there is a rule to remove
 
         for version in sorted(t.masq_versions):
             try:
@@ -446,7 +448,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         if conf.is_gateway:
             _forwarding(versions)
         if plan.ip_masq:
-            from cni import masq  # subprocess: only with ipMasq
+            from cni.linux import masq  # subprocess: only with ipMasq
 
             undo.callback(masq.teardown, conf.name, cid, versions)
             for a in allocs:
@@ -602,7 +604,7 @@ def cmd_check(req: Request) -> None:
             seen = bridge.observe(host, pod, exp)
         masq_present: frozenset[int] = frozenset()
         if exp.ip_masq:
-            from cni import masq
+            from cni.linux import masq
 
             masq_present = frozenset(
                 ip.address.version

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from cnispec.errors import CNIError, InvalidEnv, os_error, os_errors
-from ipam.attachments import NetnsId
+from ipam.records import NetnsId
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000

@@ -7,7 +7,7 @@ in-process). Runs in the foreground; SIGTERM (or SIGINT) stops accepting, lets t
 requests finish, and exits 0.
 
 The parent never parses what a client sends: it checks the peer's uid (SO_PEERCRED, root
-only), forks, and watches. The child reads the bounded handshake (``cni.helperproto``)
+only), forks, and watches. The child reads the bounded handshake (``cni.helper.protocol``)
 under a deadline, enters the client's mount namespace, root and network namespace (so every
 path in the request means what it means to the runtime), accepts, takes the GO with the
 client's stdout/stderr and CNI_NETNS, makes the request's environment, umask and cwd its
@@ -33,8 +33,9 @@ import sys
 import time
 from typing import NamedTuple
 
-from cni import handoff, netns
-from cni import helperproto as proto
+from cni.helper import client as handoff
+from cni.helper import protocol as proto
+from cni.linux import netns
 from cnispec.errors import CNIError
 
 HANDSHAKE_DEADLINE = 2.0  # seconds for a child to receive the whole request (and the GO)
@@ -103,10 +104,10 @@ def _preload() -> None:
     import traceback  # noqa: F401
 
     import cni.__main__  # noqa: F401
-    import cni.commands  # noqa: F401
-    import cni.config  # noqa: F401
-    import cni.dispatch  # noqa: F401
-    import cni.masq  # noqa: F401
+    import cni.linux.masq  # noqa: F401
+    import cni.plugin.config  # noqa: F401
+    import cni.plugin.handlers  # noqa: F401
+    import cni.protocol.dispatch  # noqa: F401
 
 
 def _listener(path: str) -> tuple[socket.socket, str | None]:
@@ -489,7 +490,7 @@ def _code_root() -> str:
     bundle = getattr(sys, "_MEIPASS", None)
     if getattr(sys, "frozen", False) and bundle:
         return str(bundle)
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return handoff.source_root()
 
 
 def _recv_no_fds(conn: socket.socket, n: int, deadline: float) -> bytes:

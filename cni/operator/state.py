@@ -1,8 +1,8 @@
 """What the operator subcommands decide: which attachments are live or stale, what ``gc``
 releases, how full each range is, what is wrong with the node. Pure: observations in
-(``Observed``, ``NodeFacts``), decisions out; ``cni.operator`` does the I/O.
+(``Observed``, ``NodeFacts``), decisions out; ``cni.operator.commands`` does the I/O.
 
-The staleness rule is the one ADD's reclaim applies (``cni.plan.is_stale``), so ``weft ls``,
+The staleness rule is the one ADD's reclaim applies (``cni.plugin.plan.is_stale``), so ``weft ls``,
 ``weft gc``, ``weft status``, CNI STATUS and ADD agree on what an address is worth:
 
 * **live** -- weft recorded the attachment and its netns path still names the namespace
@@ -14,7 +14,7 @@ The staleness rule is the one ADD's reclaim applies (``cni.plan.is_stale``), so 
   host-local, or by a legacy id-only record): weft cannot tell whether its pod exists, so
   it never touches it and says how to remove it by hand;
 * **orphan** -- a record whose reservation someone else released (the reference's DEL of a
-  pod weft made: ``cni.plan.orphan_records``): it holds no address, and ``gc`` removes it
+  pod weft made: ``cni.plugin.plan.orphan_records``): it holds no address, and ``gc`` removes it
   with its lock file and whatever it names in the kernel.
 """
 
@@ -23,10 +23,10 @@ from __future__ import annotations
 import ipaddress
 from typing import NamedTuple
 
-from cni.plan import NETNS_OTHER, bridge_address_conflicts, is_stale, netns_state
+from cni.plugin.plan import NETNS_OTHER, bridge_address_conflicts, is_stale, netns_state
 from cnispec.ip import IPAddress
-from ipam.attachments import Attachment, NetnsId
 from ipam.ranges import RangeSet
+from ipam.records import Attachment, NetnsId
 from ipam.subnetfile import SubnetFile
 
 LIVE = "live"

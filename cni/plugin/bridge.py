@@ -1,4 +1,4 @@
-"""Bridge and veth: the kernel half of ADD, DEL and CHECK, over ``cni.netlink``. Boundary.
+"""Bridge and veth: the kernel half of ADD, DEL and CHECK, over ``cni.linux.netlink``. Boundary.
 
 ``ensure_*`` helpers are idempotent: create, accept EEXIST, re-read, verify the type.
 """
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import contextlib
 
-from cni.check import Expected, Observed
-from cni.netlink import Exists, KernelRoute, Link, Netlink, NotFound
-from cni.plan import AddPlan, bridge_address_conflicts
+from cni.linux.netlink import Exists, KernelRoute, Link, Netlink, NotFound
+from cni.plugin.check import Expected, Observed
+from cni.plugin.plan import AddPlan, bridge_address_conflicts
 from cnispec.errors import InvalidConfig, InvalidEnv, NetlinkFailure
 from cnispec.ip import IPInterface
 
@@ -134,7 +134,7 @@ def delete_link(nl: Netlink, name: str, kind: str | None = "veth") -> bool:
 
 # ---- CHECK ----------------------------------------------------------------------------
 def observe(host: Netlink, pod: Netlink, exp: Expected) -> Observed:
-    """What the kernel shows of the attachment CHECK expects (compared in ``cni.check``)."""
+    """What the kernel shows of the attachment CHECK expects (compared in ``cni.plugin.check``)."""
     pod_link = pod.link_get(exp.ifname)
     addrs: frozenset[IPInterface] = frozenset()
     routes: tuple[KernelRoute, ...] = ()

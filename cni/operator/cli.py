@@ -11,8 +11,9 @@ import os
 import sys
 from typing import NamedTuple
 
-from cni.dispatch import ABOUT, PLUGIN_VERSION
-from cni.spec import SUPPORTED_VERSIONS
+from cni.protocol.spec import SUPPORTED_VERSIONS
+
+ABOUT = "weft: CNI plugin (veth + bridge + host-local IPAM from the flannel subnet file)"
 
 
 class Subcommand(NamedTuple):
@@ -29,25 +30,25 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "ls": Subcommand(
         "[--json] [--conf FILE]",
         "one row per address: pod, netns, veth, boot, age, live/stale/host-local",
-        "cni.operator",
+        "cni.operator.commands",
         "ls",
     ),
     "status": Subcommand(
         "[--json] [--conf FILE]",
         "subnet file, cni0, ip_forward, range usage, helper; exit 1 when unhealthy",
-        "cni.operator",
+        "cni.operator.commands",
         "status",
     ),
     "gc": Subcommand(
         "[--dry-run] [--json] [--conf FILE]",
         "release every attachment whose netns is gone (never a live pod)",
-        "cni.operator",
+        "cni.operator.commands",
         "gc",
     ),
     "serve": Subcommand(
         "[--socket PATH]",
         "the warm helper CNI execs hand their requests to (run by weft.service)",
-        "cni.serve",
+        "cni.helper.server",
         "main",
     ),
 }
@@ -78,7 +79,7 @@ def describe_build(info: BuildInfo | None) -> str:
     """``weft --version``'s line for a bundle (None: run from the source tree)."""
     versions = ", ".join(SUPPORTED_VERSIONS)
     if info is None:
-        return f"weft {PLUGIN_VERSION} (source tree; CNI spec versions {versions})"
+        return f"weft {source_version()} (source tree; CNI spec versions {versions})"
     kind = {"release": "release build", "dev": "development build, not for distribution"}
     return (
         f"weft {info.version} linux/{info.arch}, needs glibc >= {info.glibc}, "
@@ -87,8 +88,36 @@ def describe_build(info: BuildInfo | None) -> str:
     )
 
 
+def source_version() -> str:
+    """The version when run from a source tree: pyproject.toml's, the one place it is
+    written (a frozen bundle carries a copy in its build id)."""
+    import re
+
+    from cni.helper.client import source_root
+
+    try:
+        with open(os.path.join(source_root(), "pyproject.toml"), encoding="utf-8") as f:
+            found = re.search(r'^version = "([^"]+)"', f.read(), re.M)
+    except (OSError, UnicodeDecodeError):
+        found = None
+    if found is None:
+        from importlib import metadata
+
+        try:
+            return metadata.version("weft")
+        except metadata.PackageNotFoundError:
+            return "unknown"
+    return found.group(1)
+
+
+def version() -> str:
+    """weft's version: the bundle's build id, else the source tree's pyproject.toml."""
+    info = _build_info()
+    return info.version if info is not None else source_version()
+
+
 def _build_info() -> BuildInfo | None:
-    from cni.handoff import BUILD_ID_FILE
+    from cni.helper.client import BUILD_ID_FILE
 
     base = getattr(sys, "_MEIPASS", None)
     if not (getattr(sys, "frozen", False) and base):
@@ -101,7 +130,7 @@ def _build_info() -> BuildInfo | None:
 
 
 def usage() -> str:
-    from cni.operator import CONF_DIRS_ENV, DEFAULT_CONF_DIRS
+    from cni.operator.discovery import CONF_DIRS_ENV, DEFAULT_CONF_DIRS
 
     width = max(len(n) + len(s.usage) for n, s in SUBCOMMANDS.items()) + 2
     lines = [f"usage: weft {'{'}{','.join(SUBCOMMANDS)}{'}'} [options] | --version | --help"]
@@ -117,7 +146,7 @@ def usage() -> str:
 def _about() -> str:
     versions = ", ".join(SUPPORTED_VERSIONS)
     return (
-        f"{ABOUT}\nweft {PLUGIN_VERSION}; CNI protocol versions supported: {versions}\n"
+        f"{ABOUT}\nweft {version()}; CNI protocol versions supported: {versions}\n"
         "It is run by a container runtime (containerd, cri-o, cnitool) with CNI_COMMAND and the\n"
         "other CNI_* variables set and the network config on stdin; see README.md.\n"
         "A person on the node can inspect and clean up with:\n" + usage()
