@@ -176,7 +176,7 @@ def test_a_client_gone_between_accept_and_go_runs_nothing(node: Node, tmp_path: 
     with Helper(tmp_path).start() as helper:
         pod = node.pod()
         env = {**cni_env("ADD", "no-go", pod.path), "PATH": os.environ["PATH"]}
-        root = Path(handoff.__file__).resolve().parent.parent
+        root = Path(handoff.source_root())
         r = node.ns.run(sys.executable, "-c", _CLOSE_BEFORE_GO, str(helper.sock),
                         identity_of(helper.plugin).decode(), json.dumps(env),
                         json.dumps(node.conf()),
@@ -324,7 +324,7 @@ def test_a_client_in_another_mount_namespace_is_served_with_its_own_paths(
 def _code_root(plugin: str) -> Path:
     """Where the helper started from ``plugin`` loads its code (``serve._code_root``)."""
     internal = Path(plugin).resolve().parent / "_internal"
-    return internal if internal.is_dir() else Path(handoff.__file__).resolve().parent.parent
+    return internal if internal.is_dir() else Path(handoff.source_root())
 
 
 def test_a_client_that_sees_other_weft_files_runs_in_process(node: Node, tmp_path: Path) -> None:
@@ -340,6 +340,7 @@ def test_a_client_that_sees_other_weft_files_runs_in_process(node: Node, tmp_pat
             shutil.copytree(code / pkg, copy / pkg, ignore=shutil.ignore_patterns("__pycache__"))
         (copy / "tests").mkdir()
         shutil.copy2(code / "tests" / "weft-from-source", copy / "tests" / "weft-from-source")
+        shutil.copy2(code / "pyproject.toml", copy / "pyproject.toml")  # the version: same build
     wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
             f'mount --bind "{copy}" "{code}" && exec "$0" "$@"']
     fallbacks = tmp_path / "fallbacks"

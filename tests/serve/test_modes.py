@@ -244,12 +244,12 @@ def _old_build(plugin: Path, tmp: Path) -> tuple[Path, Path]:
         shutil.copytree(plugin.parent, copy, symlinks=True)
         (copy / "_internal" / handoff.BUILD_ID_FILE).write_bytes(b"weft 0.0.1 an-older-build\n")
         return copy / plugin.name, copy / "_internal" / handoff.BUILD_ID_FILE
-    root = Path(handoff.__file__).resolve().parent.parent
+    root = Path(handoff.source_root())
     for pkg in handoff.SOURCE_PACKAGES:
         shutil.copytree(root / pkg, copy / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "tests").mkdir()
     shutil.copy2(root / "tests" / "weft-from-source", copy / "tests" / "weft-from-source")
-    return copy / "tests" / "weft-from-source", copy / "cni" / "spec.py"
+    return copy / "tests" / "weft-from-source", copy / "cni" / "protocol" / "spec.py"
 
 
 def test_helper_whose_bundle_was_replaced_exits_and_the_client_falls_back(
