@@ -13,7 +13,19 @@ JSON record per attachment, beside host-local's files:
 (``podNamespace``/``podName`` only when the runtime passed them in CNI_ARGS;
 ``netnsDevice``/``netnsInode``, the identity of the namespace the netns path named at ADD,
 absent from records written before weft recorded it). A dot-directory of JSON files:
-host-local never matches them. Written temp + fsync + rename, so a record is whole or absent.
+host-local never matches them. Written temp + rename, so a record is whole or absent to any
+reader, whatever process dies when.
+
+Not fsynced, unlike the reservation it describes. A power cut (never a kill: the page cache
+outlives the process) may leave a record absent, or present but empty or cut short; either
+way it does not parse and is read as absent. Its reservation may survive meanwhile. That
+state, a reservation without a readable record, a power cut could always leave: neither
+directory is fsynced, so the record's rename can be lost while the reservation's link is
+kept. Its outcome is unchanged too: the reservation is host-local's kind, which weft never
+judges stale (``weft ls`` lists it, an operator releases it). So an fsync here narrowed
+when a power cut leaves that state, never whether; and a record without its reservation is
+an orphan, swept by GC and ADD's reclaim. The reservation itself is fsynced: an empty
+reservation file would hold its address for good.
 
 A record is data from disk, never trusted: one that does not parse, whose fields have the
 wrong types, or whose name is not the hash of its own container id and ifname is noted in
@@ -66,13 +78,14 @@ class AttachmentStore:
         return rec
 
     def put(self, record: Attachment) -> None:
-        """Store ``record`` atomically (temp + fsync + rename), replacing any earlier one."""
+        """Store ``record`` atomically (temp + rename, not fsynced: see the module
+        docstring), replacing any earlier one."""
         path = self._path(record.container_id, record.ifname)
         try:
             os.makedirs(self.dir, 0o755, exist_ok=True)
         except OSError as e:
             raise files.io_error("creating the records directory", self.dir, e) from None
-        files.replace_file(self.dir, os.path.basename(path), record.to_json(), sync=True)
+        files.replace_file(self.dir, os.path.basename(path), record.to_json(), sync=False)
 
     def get(self, container_id: str, ifname: str) -> Attachment | None:
         return self._load(self._path(container_id, ifname))

@@ -16,7 +16,10 @@ Crash safety: a reservation is written to a temp file (``ipam.files``: O_EXCL, f
 then ``os.link``-ed to its final name (atomic; EEXIST means taken) and the temp unlinked,
 so a reservation file is never visible half-written.  The directory is not fsynced: losing a
 just-made link in a power cut loses the pod's netns as well.  ``last_reserved_ip`` is only a
-hint for where to start probing: written temp + ``os.replace`` without fsync.
+hint for where to start probing: written in place without fsync, as host-local writes it. A
+writer killed between truncating and writing it leaves a hint that does not parse: it is
+noted in ``problems`` and read as none, so the next walk starts at the range's start, which
+only costs probes (every reservation is still checked by its own file).
 
 Records that do not parse (name not a canonical IP, content not ``<id>`` /
 ``<id>\\r\\n<ifname>``, symlinks, ...) are appended to ``problems`` and skipped: reported, not
@@ -197,7 +200,7 @@ class DiskStore:
         finally:
             files.unlink_quiet(tmp)
         try:
-            files.replace_file(self.dir, LAST_IP_PREFIX + range_id, name.encode(), sync=False)
+            files.overwrite(os.path.join(self.dir, LAST_IP_PREFIX + range_id), name.encode())
         except IOFailure:
             files.unlink_quiet(final)  # as host-local: no reservation without last_reserved_ip
             raise
@@ -248,6 +251,23 @@ class DiskStore:
         """Remove every record of (container_id, ifname) (legacy included); idempotent."""
         owned = list(self._owned(container_id, ifname))
         return [ip for ip, path in owned if files.remove(path, "releasing")]
+
+    def release_owned(
+        self, container_id: str, ifname: str, ips: list[IPAddress]
+    ) -> list[IPAddress]:
+        """``release_by_id`` for a caller that listed the holdings already (``get_by_id``)
+        and kept anyone else from adding to them since (the attachment's lock): each file
+        is read again and removed only if it still names (container_id, ifname), without
+        listing and reading every other reservation. Idempotent."""
+        match, legacy = self._matchers(container_id, ifname)
+        out: list[IPAddress] = []
+        for ip in ips:
+            path = os.path.join(self.dir, str(ip))
+            data = self._read(path)
+            owned = data is not None and data.strip() in (match, legacy)
+            if owned and files.remove(path, "releasing"):
+                out.append(ip)
+        return out
 
     def reservations(self) -> list[Reservation]:
         """Every valid reservation; invalid files are noted in ``problems`` and skipped."""

@@ -84,6 +84,25 @@ def replace_file(directory: str, name: str, data: bytes, sync: bool) -> None:
         raise io_error("renaming into place", final, e) from None
 
 
+def overwrite(path: str, data: bytes) -> None:
+    """Write ``path`` in place (created if absent, truncated first), as host-local writes
+    its ``last_reserved_ip``: only for a file whose torn content is harmless to readers."""
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644
+        )
+    except OSError as e:
+        raise io_error("writing", path, e) from None
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as e:
+        raise io_error("writing", path, e) from None
+    finally:
+        os.close(fd)
+
+
 def sweep_tmp(entry: os.DirEntry[str]) -> None:
     """Remove a temp file left by a writer that died (only once it is clearly old)."""
     try:

@@ -162,7 +162,7 @@ NLMSG_DONE = 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_ECHO = 0x1, 0x2, 0x4, 0x8
 NLM_F_DUMP_INTR = 0x10  # the kernel's tables changed while it was dumping them
 NLM_F_ROOT, NLM_F_MATCH = 0x100, 0x200
 NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
@@ -399,9 +399,13 @@ class Netlink:
         peer_netns_fd: int,
         mtu: int | None,
         master: int | None,
-    ) -> None:
+    ) -> Link | None:
         """Create a veth pair: ``name`` here (enslaved to ``master`` and up), the peer
-        created directly inside the namespace ``peer_netns_fd`` (down, configured later)."""
+        created directly inside the namespace ``peer_netns_fd`` (down, configured later).
+
+        Returns the new host end as the kernel announced it (``NLM_F_ECHO``: its index,
+        MAC and peer index, which stay as they are), or None from a kernel that does not
+        echo a new link (before 6.1): then the caller asks for it."""
         peer: list[tuple[str, Any]] = [
             ("IFLA_IFNAME", peer_name),
             ("IFLA_NET_NS_FD", peer_netns_fd),
@@ -427,8 +431,14 @@ class Netlink:
         msg["attrs"] = attrs
         msg["flags"] = IFF_UP
         msg["change"] = IFF_UP
-        flags = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
-        self._request(msg, RTM_NEWLINK, flags, f"create veth {name}/{peer_name}")
+        flags = NLM_F_ACK | NLM_F_ECHO | NLM_F_CREATE | NLM_F_EXCL
+        replies = self._request(msg, RTM_NEWLINK, flags, f"create veth {name}/{peer_name}")
+        for raw in replies:
+            if _HDR.unpack_from(raw)[1] == RTM_NEWLINK:
+                link = self._link_from(raw)
+                if link.name == name:
+                    return link
+        return None
 
     def link_set(
         self,

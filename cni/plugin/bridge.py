@@ -35,7 +35,8 @@ def ensure_bridge(nl: Netlink, name: str, mtu: int | None, promisc: bool) -> Lin
             mtu=mtu if mtu and link.mtu != mtu else None,
             promisc=True if promisc else None,
         )
-        link = nl.link_get(name) or link
+        # what the kernel acknowledged, without asking again: nothing else of it changed
+        link = link._replace(up=True, mtu=mtu or link.mtu, promisc=link.promisc or promisc)
     return link
 
 
@@ -73,23 +74,29 @@ def ensure_bridge_addresses(
 def create_veth(
     host: Netlink, pod: Netlink, plan: AddPlan, pod_netns_fd: int, bridge: Link
 ) -> Link:
-    """Create the pair with the pod end born inside the pod netns as ``plan.ifname``."""
-    if pod.link_get(plan.ifname) is not None:
-        raise InvalidEnv(
-            f"interface {plan.ifname} already exists in the container's network namespace",
-            "CNI_IFNAME must name a new interface",
-        )
+    """Create the pair with the pod end born inside the pod netns as ``plan.ifname``.
+
+    Either name being taken fails the creation as a whole (EEXIST, nothing made), so which
+    one is only asked then: the pod's interface (the runtime's mistake), else our host
+    name (a leftover of ours, replaced). Returns the host end as created: its index, MAC
+    and peer index (its master and hairpin may predate the enslaving)."""
     try:
-        host.veth_add(plan.host_veth, plan.ifname, pod_netns_fd, plan.mtu, bridge.ifindex)
+        link = host.veth_add(plan.host_veth, plan.ifname, pod_netns_fd, plan.mtu, bridge.ifindex)
     except Exists:
+        if pod.link_get(plan.ifname) is not None:
+            raise InvalidEnv(
+                f"interface {plan.ifname} already exists in the container's network namespace",
+                "CNI_IFNAME must name a new interface",
+            ) from None
         # Our deterministic host name is taken: a leftover of an ADD for this very
         # (container, ifname) that died before it could record anything. It is ours.
         stale = host.link_get(plan.host_veth)
         if stale is None or stale.kind != "veth":
             raise
         host.link_del(stale.ifindex)
-        host.veth_add(plan.host_veth, plan.ifname, pod_netns_fd, plan.mtu, bridge.ifindex)
-    link = host.link_get(plan.host_veth)
+        link = host.veth_add(plan.host_veth, plan.ifname, pod_netns_fd, plan.mtu, bridge.ifindex)
+    if link is None:  # a kernel that does not echo the new link
+        link = host.link_get(plan.host_veth)
     if link is None:
         raise NetlinkFailure(f"veth {plan.host_veth} vanished right after creation")
     if plan.hairpin:
@@ -108,7 +115,7 @@ def configure_pod(pod: Netlink, plan: AddPlan) -> Link:
     for r in plan.routes:
         with contextlib.suppress(Exists):  # e.g. the kernel's own on-link subnet route
             pod.route_add(r.dst, r.gw, link.ifindex)
-    return pod.link_get(plan.ifname) or link
+    return link._replace(up=True)  # acknowledged; its name, index and MAC stay as read
 
 
 def delete_link(nl: Netlink, name: str, kind: str | None = "veth") -> bool:

@@ -77,12 +77,25 @@ known_boot_id: str | None = None
 
 
 # ---- loading ----------------------------------------------------------------------------
+def _read_text(path: str) -> str:
+    """A small file as text mode would read it (UTF-8, every line break made a newline),
+    with one open and reads to the end instead of Python's text ``open`` (several more
+    syscalls for its checks)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
     if preparsed_subnet is not None and (ahead := preparsed_subnet(path)) is not None:
         return ahead
     try:
-        with open(path, encoding="utf-8", errors="strict") as f:
-            text = f.read()
+        text = _read_text(path)
     except FileNotFoundError:
         if required:
             raise TryAgainLater(
@@ -115,10 +128,16 @@ def load_conf(req: Request, *, need_subnet: bool) -> NetConf:
 
 
 def boot_id() -> str:
+    """One open, one read: Python's text ``open`` costs several more syscalls."""
     if known_boot_id is not None:
         return known_boot_id
-    with os_errors("reading the boot id", BOOT_ID_PATH), open(BOOT_ID_PATH, encoding="ascii") as f:
-        return f.read().strip()
+    with os_errors("reading the boot id", BOOT_ID_PATH):
+        fd = os.open(BOOT_ID_PATH, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 128)
+        finally:
+            os.close(fd)
+    return data.decode("ascii").strip()
 
 
 def open_pod_netlink(fd: int, path: str) -> Netlink:
@@ -159,10 +178,14 @@ class Network(NamedTuple):
 
 
 # ---- teardown shared by DEL, GC and reclaim -------------------------------------------
-def plan_teardown_of(net: Network, cid: str, ifname: str, netns: str) -> Teardown | None:
-    """Load what the store knows of (cid, ifname) and plan its removal (network lock held)."""
+def plan_teardown_of(
+    net: Network, cid: str, ifname: str, netns: str, reserved: list[IPAddress] | None = None
+) -> Teardown | None:
+    """Load what the store knows of (cid, ifname) and plan its removal (network lock held);
+    ``reserved``: its addresses, when the caller listed them already."""
     record = net.records.get(cid, ifname)
-    reserved = net.store.get_by_id(cid, ifname)
+    if reserved is None:
+        reserved = net.store.get_by_id(cid, ifname)
     used = bool(record or reserved) or net.store.was_used()
     return plan_teardown(net.conf, cid, ifname, netns, record, reserved, used)
 
@@ -186,11 +209,17 @@ def apply_teardown_kernel(net: Network, t: Teardown) -> None:
                     raise
 
 
-def apply_teardown_store(net: Network, t: Teardown) -> None:
+def apply_teardown_store(
+    net: Network, t: Teardown, reserved: list[IPAddress] | None = None
+) -> None:
     """The store half, last (network lock held): while the record exists, a retried DEL or
-    GC can finish the job."""
+    GC can finish the job. ``reserved``: the attachment's addresses as listed under its
+    lock (``DiskStore.release_owned``), else the store is searched for them."""
     if t.release:
-        net.store.release_by_id(t.container_id, t.ifname)
+        if reserved is None:
+            net.store.release_by_id(t.container_id, t.ifname)
+        else:
+            net.store.release_owned(t.container_id, t.ifname, reserved)
         net.records.delete(t.container_id, t.ifname)
 
 
@@ -504,9 +533,12 @@ def _pod_sysctls(ifname: str, versions: frozenset[int]) -> None:
 def _own_routes(ifname: str, log: Log) -> None:
     """accept_ra=0 on a node-side interface weft made: weft owns its routes, a router
     advertisement on the pod network must not add any (as the reference does, even for
-    IPv4-only pods). Best effort, as there: a node without IPv6 has no such sysctl."""
+    IPv4-only pods). Best effort, as there: a node without IPv6 has no such sysctl.
+    Written without reading it first, as the reference writes it: accept_ra is a plain
+    value with no side effect on write, so writing what is there already changes nothing,
+    and a write that fails is only logged either way."""
     try:
-        sysctl.ensure(f"net/ipv6/conf/{ifname}/accept_ra", "0")
+        sysctl.write(f"net/ipv6/conf/{ifname}/accept_ra", "0")
     except CNIError as e:
         log.info(f"accept_ra of {ifname} left as it is: {e}")
 
@@ -541,18 +573,23 @@ def _warn_moved(
 def cmd_del(req: Request) -> None:
     env, conf = req.env, load_conf(req, need_subnet=False)
     net = Network.of(conf)
-    lock = net.attachment_lock(env.container_id, env.ifname)
+    cid, ifname = env.container_id, env.ifname
+    lock = net.attachment_lock(cid, ifname)
     with lock:
         req.checkpoint("del-locked")
         with net.lock():
-            t = plan_teardown_of(net, env.container_id, env.ifname, env.netns)
+            reserved = net.store.get_by_id(cid, ifname)
+            t = plan_teardown_of(net, cid, ifname, env.netns, reserved)
         if t is not None:
             apply_teardown_kernel(net, t)
             req.checkpoint("torn-down")
+            # What (cid, ifname) holds was listed above; while its lock is held no weft
+            # command adds to it (an ADD of it waits, GC and reclaim skip it), so the
+            # release removes those files (each read again first) without another search.
             with net.lock():
-                apply_teardown_store(net, t)
+                apply_teardown_store(net, t, reserved)
         lock.remove()  # the attachment is gone, so is its lock file
-    req.log.info(f"DEL {env.container_id}/{env.ifname}")
+    req.log.info(f"DEL {cid}/{ifname}")
     return None
 
 

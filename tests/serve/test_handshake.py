@@ -340,6 +340,7 @@ def test_a_client_that_sees_other_weft_files_runs_in_process(node: Node, tmp_pat
             shutil.copytree(code / pkg, copy / pkg, ignore=shutil.ignore_patterns("__pycache__"))
         (copy / "tests").mkdir()
         shutil.copy2(code / "tests" / "weft-from-source", copy / "tests" / "weft-from-source")
+        shutil.copy2(code / "pyproject.toml", copy / "pyproject.toml")  # the version: same build
     wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
             f'mount --bind "{copy}" "{code}" && exec "$0" "$@"']
     fallbacks = tmp_path / "fallbacks"

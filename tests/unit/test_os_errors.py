@@ -189,7 +189,7 @@ def test_entering_a_netns_with_no_fds_left(monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.parametrize("err", ERRNOS, ids=[errno.errorcode[e] for e in ERRNOS])
 def test_boot_id(monkeypatch: pytest.MonkeyPatch, err: int) -> None:
-    monkeypatch.setattr("builtins.open", fail(err))
+    monkeypatch.setattr(commands.os, "open", fail(err))
     with pytest.raises(CNIError) as ei:
         commands.boot_id()
     assert ei.value.code == MAPPED[err] and commands.BOOT_ID_PATH in ei.value.details
@@ -245,7 +245,33 @@ def test_through_the_dispatcher_an_os_error_is_never_999(err: int) -> None:
 
 
 def test_subnet_file_read_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("builtins.open", fail(errno.EAGAIN))
+    monkeypatch.setattr(commands.os, "open", fail(errno.EAGAIN))
     with pytest.raises(TryAgainLater):
         commands.read_subnet_file("/run/flannel/subnet.env", True)
     assert commands.read_subnet_file("/run/flannel/subnet.env", False) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"FLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+        b"A=1\r\nB=2\rC=3\n\r\n",
+        b"\xef\xbb\xbfA=\xc3\xa9\r",
+        b"A=\xff\n",
+        b"",
+    ],
+)
+def test_subnet_file_is_read_as_text_mode_reads_it(tmp_path: Path, data: bytes) -> None:
+    """The same text (line breaks, BOM kept) or the same decoding error as ``open``."""
+    path = tmp_path / "subnet.env"
+    path.write_bytes(data)
+    try:
+        with open(path, encoding="utf-8", errors="strict") as f:
+            want: str | type[Exception] = f.read()
+    except UnicodeDecodeError:
+        want = UnicodeDecodeError
+    if want is UnicodeDecodeError:
+        with pytest.raises(UnicodeDecodeError):
+            commands._read_text(str(path))
+    else:
+        assert commands._read_text(str(path)) == want

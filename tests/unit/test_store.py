@@ -151,6 +151,47 @@ def test_leftover_tmp_files_ignored_and_stale_ones_swept(store: DiskStore, tmp_p
     assert store.problems == []
 
 
+def test_release_owned_removes_only_what_still_names_the_attachment(
+    store: DiskStore, tmp_path: Path
+) -> None:
+    """DEL's store half: the addresses it listed, each read again; one handed to another
+    container meanwhile (by the reference) stays, a legacy id-only one goes as with
+    ``release_by_id``, one already gone is no error."""
+    d = netdir(tmp_path)
+    store.reserve("c1", "eth0", A("10.42.0.2"), "0")
+    write_like_host_local(d, "10.42.0.3", "c1", None)  # legacy: matches every ifname
+    write_like_host_local(d, "10.42.0.4", "c2", "eth0")  # taken over by another one
+    listed = [A("10.42.0.2"), A("10.42.0.3"), A("10.42.0.4"), A("10.42.0.5")]
+    assert store.release_owned("c1", "eth0", listed) == [A("10.42.0.2"), A("10.42.0.3")]
+    assert store.reservations() == [Reservation(A("10.42.0.4"), "c2", "eth0")]
+    assert store.release_owned("c1", "eth0", listed) == []
+    with pytest.raises(InvalidConfig):
+        store.release_owned("c1/../x", "eth0", listed)
+
+
+def test_last_reserved_ip_is_rewritten_in_place_keeping_its_mode(
+    store: DiskStore, tmp_path: Path
+) -> None:
+    """As host-local writes it: the same file (inode, mode) with the new address whole."""
+    assert store.reserve("c1", "eth0", A("10.42.0.2"), "0")
+    last = netdir(tmp_path) / "last_reserved_ip.0"
+    os.chmod(last, 0o600)  # as the reference may have created it
+    inode = last.stat().st_ino
+    assert store.reserve("c2", "eth0", A("10.42.0.10"), "0")
+    assert last.read_bytes() == b"10.42.0.10"
+    assert last.stat().st_ino == inode and last.stat().st_mode & 0o777 == 0o600
+    assert store.last_reserved_ip("0") == A("10.42.0.10")
+
+
+def test_a_torn_last_reserved_ip_is_read_as_none(store: DiskStore, tmp_path: Path) -> None:
+    """A writer killed between truncating and writing it: no hint, noted, walk from the
+    range's start."""
+    assert store.reserve("c1", "eth0", A("10.42.0.2"), "0")
+    (netdir(tmp_path) / "last_reserved_ip.0").write_bytes(b"")
+    assert store.last_reserved_ip("0") is None
+    assert "last_reserved_ip.0" in store.problems[-1]
+
+
 def test_release_and_release_by_id_idempotent(store: DiskStore, tmp_path: Path) -> None:
     store.reserve("c1", "eth0", A("10.42.0.2"), "0")
     store.reserve("c1", "net1", A("10.42.0.3"), "0")
