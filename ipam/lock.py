@@ -24,7 +24,7 @@ hold several attachment locks it won that way while it waits for the network loc
 Lock files of attachments are removed, so that they do not pile up one per pod and do
 not outlive their attachment whoever deletes it: DEL unlinks its own while still holding
 it, CHECK its own when weft has no record of the attachment, and the one GC path (CNI GC,
-``weft gc``, ADD's reclaim: ``cni.plugin.handlers.collect``) those of attachments that no longer
+``weft gc``, ADD's reclaim: ``cni.plugin.network.collect``) those of attachments that no longer
 exist (after winning them with ``try_acquire``).  Unlinking a flock()ed file races with a
 process that opened the old file and is waiting on it; so an attachment lock, once
 acquired, checks that its path still names the file it locked and starts over if not

@@ -79,11 +79,11 @@ class Ahead:
         self.missed: list[str] = []  # in a child: the paths it had to read itself
 
     def install(self) -> None:
-        from cni.plugin import handlers as commands
+        from cni.plugin import network
 
-        commands.preparsed_subnet = self.lookup
+        network.preparsed_subnet = self.lookup
         with contextlib.suppress(CNIError):
-            commands.known_boot_id = commands.boot_id()
+            network.known_boot_id = network.boot_id()
 
     def lookup(self, path: str) -> SubnetFile | None:
         entry = self.files.get(path)

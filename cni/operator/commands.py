@@ -29,7 +29,7 @@ from ipam.disk import DiskStore
 from ipam.records import Attachment, NetnsId
 
 if TYPE_CHECKING:
-    from cni.plugin.handlers import Network
+    from cni.plugin.network import Network
 
 class UsageError(Exception):
     """Wrong subcommand line: exit 2 with the usage on stderr."""
@@ -116,13 +116,13 @@ def observe(store: DiskStore, attachments: AttachmentStore) -> list[Observed]:
 
 
 def network(conf: NetConf) -> Network:
-    from cni.plugin.handlers import Network
+    from cni.plugin.network import Network
 
     return Network.of(conf)
 
 
 def judged(net: Network) -> list[Row]:
-    from cni.plugin.handlers import boot_id
+    from cni.plugin.network import boot_id
 
     return opstate.rows(observe(net.store, net.records), boot_id(), time.time())
 
@@ -331,9 +331,9 @@ def _collect(
     net: Network,
 ) -> tuple[list[Row], opstate.GcPlan, list[Row], list[tuple[Row, str]], list[Row]]:
     """Release what ``gc_plan`` says through the plugin's one teardown path
-    (``cni.plugin.handlers.collect``: the lock order, the orphan sweep), decided on the table
+    (``cni.plugin.network.collect``: the lock order, the orphan sweep), decided on the table
     read under the network lock."""
-    from cni.plugin.handlers import collect
+    from cni.plugin.network import collect
 
     decided: list[tuple[list[Row], opstate.GcPlan]] = []
 

@@ -89,7 +89,7 @@ class Loaded(NamedTuple):
 def load(explicit: str | None) -> Loaded:
     """The config a runtime would give weft (``explicit``, else discovered), parsed, with
     its subnet file read as ADD reads it."""
-    from cni.plugin.handlers import read_subnet_file  # the exec path's modules: only now
+    from cni.plugin.network import read_subnet_file  # the exec path's modules: only now
 
     path, obj = find_conf(explicit, conf_dirs())
     sf_path = subnet_file_path(obj)

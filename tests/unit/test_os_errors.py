@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cni.linux import netlink, netns, sysctl
-from cni.plugin import handlers as commands
+from cni.plugin import network
 from cni.protocol.dispatch import Dispatcher
 from cnispec.errors import (
     INVALID_ENV,
@@ -189,16 +189,16 @@ def test_entering_a_netns_with_no_fds_left(monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.parametrize("err", ERRNOS, ids=[errno.errorcode[e] for e in ERRNOS])
 def test_boot_id(monkeypatch: pytest.MonkeyPatch, err: int) -> None:
-    monkeypatch.setattr(commands.os, "open", fail(err))
+    monkeypatch.setattr(network.os, "open", fail(err))
     with pytest.raises(CNIError) as ei:
-        commands.boot_id()
-    assert ei.value.code == MAPPED[err] and commands.BOOT_ID_PATH in ei.value.details
+        network.boot_id()
+    assert ei.value.code == MAPPED[err] and network.BOOT_ID_PATH in ei.value.details
 
 
 def test_boot_id_unreadable_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(commands, "BOOT_ID_PATH", str(tmp_path))  # a directory: EISDIR
+    monkeypatch.setattr(network, "BOOT_ID_PATH", str(tmp_path))  # a directory: EISDIR
     with pytest.raises(IOFailure):
-        commands.boot_id()
+        network.boot_id()
 
 
 @pytest.mark.parametrize("err", ERRNOS, ids=[errno.errorcode[e] for e in ERRNOS])
@@ -245,10 +245,10 @@ def test_through_the_dispatcher_an_os_error_is_never_999(err: int) -> None:
 
 
 def test_subnet_file_read_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(commands.os, "open", fail(errno.EAGAIN))
+    monkeypatch.setattr(network.os, "open", fail(errno.EAGAIN))
     with pytest.raises(TryAgainLater):
-        commands.read_subnet_file("/run/flannel/subnet.env", True)
-    assert commands.read_subnet_file("/run/flannel/subnet.env", False) is None
+        network.read_subnet_file("/run/flannel/subnet.env", True)
+    assert network.read_subnet_file("/run/flannel/subnet.env", False) is None
 
 
 @pytest.mark.parametrize(
@@ -272,6 +272,6 @@ def test_subnet_file_is_read_as_text_mode_reads_it(tmp_path: Path, data: bytes) 
         want = UnicodeDecodeError
     if want is UnicodeDecodeError:
         with pytest.raises(UnicodeDecodeError):
-            commands._read_text(str(path))
+            network._read_text(str(path))
     else:
-        assert commands._read_text(str(path)) == want
+        assert network._read_text(str(path)) == want
