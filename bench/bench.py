@@ -66,6 +66,40 @@ from bench.plugin import (
 from bench.sandbox import Sandbox, cleanup_stale, ip_json, ip_json_many, ipv4_of, veths
 
 
+def _status_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of ``pid`` in KiB; zeros when it is gone."""
+    rss = hwm = 0
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return rss, hwm
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return found
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
 class Helper:
     """``weft serve`` for a helper column (``label``): started before the run, stopped
     (SIGTERM, must exit 0) after it; every exec of the column must have been served by it."""
@@ -79,6 +113,7 @@ class Helper:
         self.proc: subprocess.Popen[bytes] | None = None
         self.rss_kib = 0
         self.hwm_kib = 0
+        self.spare_rss_kib = 0  # the child it forked ahead, waiting for the next request
 
     @property
     def pid(self) -> int:
@@ -114,16 +149,14 @@ class Helper:
             return ""
 
     def sample(self) -> None:
-        """The helper's own memory (its children are the requests, measured per exec)."""
-        try:
-            with open(f"/proc/{self.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        self.rss_kib = int(line.split()[1])
-                    elif line.startswith("VmHWM:"):
-                        self.hwm_kib = max(self.hwm_kib, int(line.split()[1]))
-        except FileNotFoundError:
-            pass
+        """The helper's own memory, and its waiting spare child's (the children serving
+        requests are measured per exec)."""
+        rss, hwm = _status_kib(self.pid)
+        if rss:
+            self.rss_kib, self.hwm_kib = rss, max(self.hwm_kib, hwm)
+        spares = [c for c in _children(self.pid) if _comm(c).startswith("weft-spare")]
+        if spares:
+            self.spare_rss_kib = max(self.spare_rss_kib, _status_kib(spares[0])[0])
 
     def stop(self, v: Verdict) -> dict[str, Any]:
         assert self.proc is not None
@@ -155,6 +188,7 @@ class Helper:
             "fell_back": len(fell_back),
             "rss_kib": self.rss_kib,
             "hwm_kib": self.hwm_kib,
+            "spare_rss_kib": self.spare_rss_kib,
             "exit": rc,
         }
 

@@ -4,7 +4,8 @@ The frozen bundle (``make build``) serves N ADD/DEL pairs on a sandbox node thro
 ``weft serve`` helper; both the helper (with every child it forks) and each client run under
 ``strace -ttt -T``, and the phases of each request are read off the syscalls: the client's
 start-up (exec to its socket), connect and handshake (to the GO with its descriptors), the
-helper's fork, the child's reading of the request, opening the client's namespaces, setns
+helper's hand-over of the connection to its spare child (forked ahead of the request), the
+child's reading of the request, opening the client's namespaces, setns
 (mount, net) and chroot, the wait for the GO, then the request itself: every open of the
 subnet file, every lock, every store write, fsync, rename and removal, every netlink request
 (by message type), every sysctl, every iptables exec, and the reply (the result on stdout,
@@ -173,8 +174,9 @@ class Child:
 def child_phases(cs: list[Call], node: Node, cid: str) -> list[Phase]:
     """The phases of one request's child, from its first syscall to its exit."""
     ch = Child(node, cid)
-    conn = next(fd_of(c.args) for c in cs if c.name == "recvmsg")
-    marks: list[tuple[float, str]] = [(cs[0].t, "child: set up, read the request")]
+    taken = re.search(r"SCM_RIGHTS, cmsg_data=\[(\d+)", cs[0].args)  # the hand-over
+    conn = taken.group(1) if taken else next(fd_of(c.args) for c in cs if c.name == "recvmsg")
+    marks: list[tuple[float, str]] = [(cs[0].end, "child: set up, read the request")]
     counts = [0]
     accepted = go = False
     for c in cs:
@@ -267,8 +269,8 @@ def median_table(runs: list[list[Phase]]) -> list[Row]:
 
 class Profiled(NamedTuple):
     client: list[Phase]
-    fork: float  # the helper's clone, ms
-    accept_to_fork: float
+    handover: float  # the helper's sendmsg of the connection to its spare child, ms
+    accept_to_handover: float
     child: list[Phase]
 
 
@@ -372,17 +374,22 @@ def profile_one(work: Path, trace: Path, node: Node, cid: str) -> Profiled:
     helper_files = dict(traces(work / "helper"))
     parent_pid = min(helper_files)  # strace's child: the helper itself, the oldest pid
     parent = helper_files[parent_pid]
-    # the child: the one whose first syscall falls between the client's socket and its GO
+    # the child: the spare (forked ahead, waiting) that received the connection between the
+    # client's socket and its GO; its request starts there
     sock_t = client[0].t + phases[0].ms / 1000
-    kids = [(p, cs) for p, cs in helper_files.items() if p != parent_pid and cs
-            and sock_t <= cs[0].t <= go]
+    kids = []
+    for p, cs in helper_files.items():
+        take = next((i for i, c in enumerate(cs) if c.name == "recvmsg"), None)
+        if p != parent_pid and take is not None and sock_t <= cs[take].end <= go:
+            kids.append(cs[take:])
     if len(kids) != 1:
-        raise SystemExit(f"profile: {len(kids)} helper children for one request")
-    pid, child = kids[0]
-    clone = next(c for c in parent if c.name in ("clone", "clone3") and c.ret == str(pid))
-    accept = max((c for c in parent if c.name in ("accept", "accept4") and c.end <= clone.t),
+        raise SystemExit(f"profile: {len(kids)} helper children took the request")
+    child = kids[0]
+    handover = max((c for c in parent if c.name == "sendmsg" and "SCM_RIGHTS" in c.args
+                    and c.t <= child[0].end), key=lambda c: c.t)
+    accept = max((c for c in parent if c.name in ("accept", "accept4") and c.end <= handover.t),
                  key=lambda c: c.t)
-    return Profiled(phases, clone.dur * 1000, (clone.end - accept.end) * 1000,
+    return Profiled(phases, handover.dur * 1000, (handover.end - accept.end) * 1000,
                     numbered(child_phases(child, node, cid)))
 
 
@@ -390,7 +397,7 @@ WITHIN = "  within it: "  # a category that runs while the client is in its hand
 CATEGORIES = [  # (label prefix, category) for the summary: first match
     ("client start-up", "client start-up (exec, imports before the helper is asked)"),
     ("connect + handshake", "connect + handshake (client side, to the GO)"),
-    ("helper: accept", WITHIN + "fork (helper: accept to fork returned)"),
+    ("helper: accept", WITHIN + "hand-over (helper: accept to the connection sent to the spare)"),
     ("child: set up", WITHIN + "child: set-up and reading the request"),
     ("child: open", WITHIN + "child: the client's namespaces (open, setns mnt/net, chroot)"),
     ("child: setns", WITHIN + "child: the client's namespaces (open, setns mnt/net, chroot)"),
@@ -420,7 +427,7 @@ def category(label: str) -> str:
 
 def summary(r: Profiled) -> dict[str, float]:
     out: dict[str, float] = {}
-    phases = [*r.client[:2], Phase("helper: accept", r.accept_to_fork), *r.child,
+    phases = [*r.client[:2], Phase("helper: accept", r.accept_to_handover), *r.child,
               r.client[3]]
     for p in phases:
         out[category(p.label)] = out.get(category(p.label), 0.0) + p.ms
@@ -478,10 +485,10 @@ def report(results: Results, plain: Plain, plugin: str, n: int) -> str:
             return f"| {prefix}{r.label} | {r.ms:.2f} | {r.syscalls:.0f} | {r.seen}/{of} |"
 
         lines += [row(r) for r in median_table([x.client[:2] for x in runs])]
-        lines.append(f"| helper: accept returned to fork returned | "
-                     f"{statistics.median(x.accept_to_fork for x in runs):.2f} | | |")
-        lines.append(f"| helper: the fork (clone) itself | "
-                     f"{statistics.median(x.fork for x in runs):.2f} | 1 | |")
+        lines.append(f"| helper: accept returned to the hand-over sent | "
+                     f"{statistics.median(x.accept_to_handover for x in runs):.2f} | | |")
+        lines.append(f"| helper: the hand-over (sendmsg to the spare) itself | "
+                     f"{statistics.median(x.handover for x in runs):.2f} | 1 | |")
         for r in median_table([x.child for x in runs]):
             lines.append(row(r, "" if r.label.startswith("child") else "child: "))
         child_total = statistics.median(sum(p.ms for p in x.child) for x in runs)

@@ -224,11 +224,12 @@ def test_profile_names_every_phase(tmp_path: Path) -> None:
                            "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     add, delete = out.read_text().split("## DEL")
-    for phase in ("client start-up", "connect + handshake", "helper: the fork (clone)",
+    for phase in ("client start-up", "connect + handshake",
+                  "helper: the hand-over (sendmsg to the spare)",
                   "child: open the client's namespaces", "child: setns net (the client's)",
                   "child: chroot", "config parse + plan", "subnet file", "lock locks/<hash>",
                   "lock cbr0/lock", "store write cbr0/.tmp", "fsync cbr0/.tmp",
-                  "fsync .weft/.tmp", "netlink RTM_NEWLINK", "netlink RTM_NEWADDR",
+                  "store write .weft/.tmp", "netlink RTM_NEWLINK", "netlink RTM_NEWADDR",
                   "netlink RTM_NEWROUTE", "sysctl write net/ipv4/conf/eth0/arp_notify",
                   "reply: result to stdout", "reply: status to the client"):
         assert f"| {phase}" in add or f"| child: {phase}" in add, phase
