@@ -15,6 +15,7 @@ and the operator CLI (loaders, ``Network``, teardown, reclaim, ``collect``) is
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -88,16 +89,16 @@ def cmd_add(req: Request) -> dict[str, Any]:
     requested = requested_ips(req.conf, env.args)
     net = Network.of(conf)
     cid, ifname = env.container_id, env.ifname
-    with ExitStack() as held, ExitStack() as undo:
+    with ExitStack() as held, Undo(req.log) as undo:
         pod_fd = open_netns(env.netns)
         held.callback(os.close, pod_fd)
         held.enter_context(alock := net.attachment_lock(cid, ifname))
-        undo.callback(alock.remove)  # a failed ADD leaves no lock file either
+        undo.undo(alock.remove)  # a failed ADD leaves no lock file either
         req.checkpoint("attachment-locked")
         host = held.enter_context(Netlink.open())
         pod = held.enter_context(open_pod_netlink(pod_fd, env.netns))
         current_boot = boot_id()
-        with net.lock(), ExitStack() as store_undo:  # the store, and the bridge it serves
+        with net.lock(), Undo(req.log) as store_undo:  # the store, and the bridge it serves
             reclaimer = Reclaimer(net, current_boot, (cid, ifname), req.log)
             _refuse_duplicate(net, cid, ifname, reclaimer)
             allocs = _allocate(net, cid, ifname, reclaimer, store_undo, requested)
@@ -105,7 +106,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
             k8s = pod_ref(env.args)
             netns_id = identity_of_fd(pod_fd)
             net.records.put(attachment_record(plan, cid, env.netns, current_boot, k8s, netns_id))
-            store_undo.callback(net.records.delete, cid, ifname)
+            store_undo.undo(net.records.delete, cid, ifname)
             br = bridge.ensure_bridge(host, plan.bridge, plan.mtu, plan.promisc)
             _own_routes(plan.bridge, req.log)
             moved = bridge.ensure_bridge_addresses(
@@ -114,10 +115,10 @@ def cmd_add(req: Request) -> dict[str, Any]:
             _warn_moved(net, req.log, plan.bridge, moved, plan.bridge_addresses)
             # from here on its undo needs the network lock again; it runs last, so the
             # record outlives every kernel object it describes
-            undo.callback(_undo_store, net, req, store_undo.pop_all())
+            undo.undo(_undo_store, net, req, store_undo.pop_all())
         req.checkpoint("reserved")
         veth = bridge.create_veth(host, pod, plan, pod_fd, br)
-        undo.callback(bridge.delete_link, host, plan.host_veth)
+        undo.undo(bridge.delete_link, host, plan.host_veth)
         _own_routes(plan.host_veth, req.log)
         req.checkpoint("veth")
         versions = plan.versions
@@ -130,7 +131,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         if plan.ip_masq:
             from cni.linux import masq  # subprocess: only with ipMasq
 
-            undo.callback(masq.teardown, conf.name, cid, versions)
+            undo.undo(masq.teardown, conf.name, cid, versions)
             for a in allocs:
                 masq.setup(conf.name, cid, a.address)
         req.checkpoint("masq")
@@ -140,6 +141,28 @@ def cmd_add(req: Request) -> dict[str, Any]:
     net.report_problems(req)
     req.log.info(f"ADD {cid}/{ifname}: {', '.join(str(a.address) for a in allocs)}")
     return result.to_dict(conf.cni_version)
+
+
+class Undo(ExitStack):
+    """A failed ADD's undos, run last first. An undo that fails is logged and the rest
+    still run: the runtime is told the ADD's own error, and what an undo could not remove
+    is the DEL's (which a runtime sends after a failed ADD) or GC's to release."""
+
+    def __init__(self, log: Log | None = None) -> None:  # pop_all() makes one with no log
+        super().__init__()
+        self.log = log
+
+    def undo(self, fn: Callable[..., object], *args: object) -> None:
+        log = self.log
+
+        def guarded() -> None:
+            try:
+                fn(*args)
+            except Exception as e:  # the ADD's own error is the one that matters
+                if log is not None:
+                    log.warning(f"undo {getattr(fn, '__qualname__', fn)} failed: {e}")
+
+        self.callback(guarded)
 
 
 def _undo_store(net: Network, req: Request, pending: ExitStack) -> None:
@@ -166,7 +189,7 @@ def _allocate(
     cid: str,
     ifname: str,
     reclaimer: Reclaimer,
-    undo: ExitStack,
+    undo: Undo,
     requested: tuple[IPAddress, ...],
 ) -> list[Allocation]:
     """One address per range set: the one requested for it (``IP=`` in CNI_ARGS, the
@@ -182,7 +205,7 @@ def _allocate(
             raise type(e)(f"failed to allocate for range {i}: {e.msg}", e.details) from None
         allocs.append(got)
         if len(allocs) == 1:  # (cid, ifname) held nothing before (checked by the caller)
-            undo.callback(net.store.release_by_id, cid, ifname)
+            undo.undo(net.store.release_by_id, cid, ifname)
     if unplaced:
         raise InvalidConfig(
             "failed to allocate all requested IPs: " + " ".join(str(ip) for ip in unplaced),

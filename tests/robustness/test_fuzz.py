@@ -40,7 +40,6 @@ from hypothesis import strategies as st
 
 from tests import wrongtypes
 from tests.netns import (
-    PLUGIN,
     Node,
     Outcome,
     nat_table,
@@ -607,18 +606,6 @@ def _where_to_run(raw: bytes, command: str, tmp: Path) -> str | None:
     return where
 
 
-def _helper_in_play() -> bool:
-    """tests/serve/with_helper.py's wrapper hands every exec to a ``weft serve`` helper,
-    which opens the files a config names in its own mount namespace (the machine's): a
-    private mount namespace around the client would not cover them."""
-    try:
-        with open(PLUGIN, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return False
-    return head.startswith(b"#!") and b"WEFT_SOCKET=" in head
-
-
 class PrivateDefaults:
     """The sandbox node's plugin run in a private mount namespace (unshare(1), inside the
     node's netns) in which /run is a tmpfs holding only the netns mounts, /var/lib is a
@@ -697,9 +684,6 @@ def test_structured_stdin(sandbox: Sandbox, data: st.DataObject, shape: str, tok
         return
     runner = node
     if where == DEFAULTS:
-        if _helper_in_play():
-            bump("fuzz.structured_default_paths_not_run_through_a_helper")
-            return
         runner = sandbox.private_defaults().node
         bump("fuzz.structured_default_paths")
     bump(f"fuzz.structured_envelope.{envelope}")
@@ -717,9 +701,6 @@ def test_private_defaults_exercise_weft_default_paths(sandbox: Sandbox) -> None:
     without subnetFile and dataDir goes to weft's defaults, and they are the private ones:
     the reservation appears under the private /var/lib/cni/networks, DEL removes it, and
     the machine's paths stay as they were (the session's guard_machine_paths)."""
-    if _helper_in_play():
-        pytest.skip("a weft serve helper opens the default paths in the machine's mount "
-                    "namespace, which a private one around the client does not cover")
     private = sandbox.private_defaults()
     conf = sandbox.node.conf()
     del conf["subnetFile"]

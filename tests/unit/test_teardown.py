@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import pytest
+
 from cni.plugin.config import parse_netconf
 from cni.plugin.plan import (
     GCPlan,
@@ -141,3 +143,34 @@ def test_orphan_records_are_records_whose_reservation_someone_else_released() ->
     # host-local's legacy id-only reservation of the same container still holds it
     legacy = [Reservation(A("10.42.0.9"), "gone", "")]
     assert orphan_records([gone], legacy, lambda _: False) == []
+
+
+def test_a_failing_undo_is_logged_and_neither_stops_the_rest_nor_hides_the_error() -> None:
+    from cni.plugin.handlers import Undo
+
+    class Log:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def warning(self, msg: str) -> None:
+            self.lines.append(msg)
+
+    ran: list[str] = []
+
+    def broken() -> None:
+        ran.append("broken")
+        raise OSError(2, "No such file or directory", "iptables-save")
+
+    log = Log()
+    with pytest.raises(ValueError, match="the ADD's own error"), Undo(log) as undo:  # type: ignore[arg-type]
+        undo.undo(ran.append, "first")
+        undo.undo(broken)
+        undo.undo(ran.append, "last")
+        raise ValueError("the ADD's own error")
+    assert ran == ["last", "broken", "first"]  # last first, and past the failing one
+    assert len(log.lines) == 1 and "broken" in log.lines[0] and "iptables-save" in log.lines[0]
+    moved = Undo(log)  # type: ignore[arg-type]  # pop_all() keeps the guarded undos
+    moved.undo(broken)
+    later = moved.pop_all()
+    later.close()
+    assert ran[-1] == "broken" and len(log.lines) == 2
