@@ -52,6 +52,12 @@ def read_small(path: str, problem: Callable[[str, str], None]) -> bytes | None:
     return data
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def write_tmp(directory: str, data: bytes, sync: bool) -> str:
     """A new temp file in ``directory`` holding ``data``; its path."""
     tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{os.urandom(6).hex()}")
@@ -60,9 +66,7 @@ def write_tmp(directory: str, data: bytes, sync: bool) -> str:
     except OSError as e:
         raise io_error("creating temporary file", tmp, e) from None
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
         if sync:
             os.fsync(fd)
     except OSError as e:
@@ -94,9 +98,7 @@ def overwrite(path: str, data: bytes) -> None:
     except OSError as e:
         raise io_error("writing", path, e) from None
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
     except OSError as e:
         raise io_error("writing", path, e) from None
     finally:

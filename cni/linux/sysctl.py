@@ -14,9 +14,14 @@ ROOT = "/proc/sys/"
 
 
 def read(key: str) -> str:
-    """One open, one read: Python's text ``open`` costs several more syscalls."""
-    with os_errors("reading sysctl", ROOT + key):
-        fd = os.open(ROOT + key, os.O_RDONLY | os.O_CLOEXEC)
+    return read_path(ROOT + key, "reading sysctl")
+
+
+def read_path(path: str, what: str) -> str:
+    """A /proc value, with one open and one read: Python's text ``open`` costs several more
+    syscalls."""
+    with os_errors(what, path):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             data = os.read(fd, 4096)
         finally:

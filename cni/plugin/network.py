@@ -10,6 +10,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import NamedTuple
 
+from cni.linux import sysctl
 from cni.linux.netlink import Netlink
 from cni.linux.netns import NetnsGone, entered, identity_at, open_netns
 from cni.plugin import bridge
@@ -33,7 +34,6 @@ from cnispec.errors import (
     IOFailure,
     TryAgainLater,
     os_error,
-    os_errors,
 )
 from cnispec.ip import IPAddress
 from ipam.attachments import AttachmentStore
@@ -95,16 +95,9 @@ def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
 
 
 def boot_id() -> str:
-    """One open, one read: Python's text ``open`` costs several more syscalls."""
     if known_boot_id is not None:
         return known_boot_id
-    with os_errors("reading the boot id", BOOT_ID_PATH):
-        fd = os.open(BOOT_ID_PATH, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = os.read(fd, 128)
-        finally:
-            os.close(fd)
-    return data.decode("ascii").strip()
+    return sysctl.read_path(BOOT_ID_PATH, "reading the boot id")
 
 
 def open_pod_netlink(fd: int, path: str) -> Netlink:
