@@ -53,6 +53,7 @@ from bench.plugin import (
     REFERENCE_DIR,
     Exec,
     Plugin,
+    Style,
     Subnet,
     exec_mode,
     finish,
@@ -866,37 +867,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     plugins: list[Plugin] = []
+    helpers: dict[str, Helper] = {}
+
+    def weft_columns(label: str, path: str, data_dir: str, style: Style, helper: bool) -> None:
+        """A build's in-process column and, with ``helper``, its column through its own
+        ``weft serve`` (the data dirs apart: each column keeps a store of its own)."""
+        cni_path = f"{os.path.dirname(path)}:{args.reference_dir}"
+        columns = [(label, f"{data_dir}-ipam", {"WEFT_SOCKET": "off"})]  # in-process
+        if helper:
+            hl = f"{label}-helper"
+            helpers[hl] = Helper(path, tmp, hl)
+            columns.append((hl, f"{data_dir}-helper-ipam", helpers[hl].client_env()))
+        for column, store, env in columns:
+            plugins.append(Plugin(label=column, path=path, style=style, data_dir=store,
+                                  subnet_file=subnet_file, subnet=subnet, cni_path=cni_path,
+                                  env=env))
+
     if not args.reference_only:
         style = args.weft_style
         if style == "auto":
             style = "bridge" if os.path.basename(weft_path) == "bridge" else "flannel"
-        plugins.append(
-            Plugin(
-                label="weft",
-                path=weft_path,
-                style=style,
-                data_dir=os.path.join(tmp, "weft-ipam"),
-                subnet_file=subnet_file,
-                subnet=subnet,
-                cni_path=f"{os.path.dirname(weft_path)}:{args.reference_dir}",
-                env={"WEFT_SOCKET": "off"},  # in-process, whatever runs on this machine
-            )
-        )
-    helpers: dict[str, Helper] = {}
-    if not args.reference_only and args.helper:
-        helpers["weft-helper"] = Helper(weft_path, tmp, "weft-helper")
-        plugins.append(
-            Plugin(
-                label="weft-helper",
-                path=weft_path,
-                style=plugins[0].style,
-                data_dir=os.path.join(tmp, "helper-ipam"),
-                subnet_file=subnet_file,
-                subnet=subnet,
-                cni_path=plugins[0].cni_path,
-                env=helpers["weft-helper"].client_env(),
-            )
-        )
+        weft_columns("weft", weft_path, os.path.join(tmp, "weft"), style, args.helper)
     baseline: dict[str, Any] | None = None
     if base_path is not None:
         base_serves = has_helper(base_path)
@@ -907,33 +898,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "has_serve": base_serves,
             "helper_column": base_helper,
         }
-        base_cni_path = f"{os.path.dirname(base_path)}:{args.reference_dir}"
-        plugins.append(
-            Plugin(
-                label="baseline",
-                path=base_path,
-                style=plugins[0].style,
-                data_dir=os.path.join(tmp, "baseline-ipam"),
-                subnet_file=subnet_file,
-                subnet=subnet,
-                cni_path=base_cni_path,
-                env={"WEFT_SOCKET": "off"},
-            )
-        )
-        if base_helper:
-            helpers["baseline-helper"] = Helper(base_path, tmp, "baseline-helper")
-            plugins.append(
-                Plugin(
-                    label="baseline-helper",
-                    path=base_path,
-                    style=plugins[0].style,
-                    data_dir=os.path.join(tmp, "baseline-helper-ipam"),
-                    subnet_file=subnet_file,
-                    subnet=subnet,
-                    cni_path=base_cni_path,
-                    env=helpers["baseline-helper"].client_env(),
-                )
-            )
+        weft_columns("baseline", base_path, os.path.join(tmp, "baseline"), plugins[0].style,
+                     base_helper)
     plugins.append(
         Plugin(
             label="reference",
