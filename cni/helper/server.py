@@ -504,7 +504,6 @@ class Server:
         said = child.listen().splitlines()
         what = said[0] if said else ""
         read = [line[len(_SUBNET):] for line in said if line.startswith(_SUBNET)]
-        self._parse_ahead(read)
         os.close(child.report)
         took = (time.monotonic() - child.started) * 1000.0
         if os.WIFSIGNALED(status):
@@ -530,6 +529,7 @@ class Server:
             _log(f"{what} ms={took:.1f}")
         else:
             _log(f"connection closed before a request ms={took:.1f}")
+        self._parse_ahead(read)  # for the next requests, once this one is told and logged
 
     # ----------------------------------------------------------------------- child
 

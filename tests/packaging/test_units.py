@@ -115,7 +115,8 @@ def test_installed_exec_start_serves_an_activated_socket(
         helper.wait_ready()
         code, out = version_request(path, identity_of(argv[0]))
         assert code == 0 and b"supportedVersions" in out
-        assert len(helper.served()) == 1
+        helper.wait_log(r"\]: request command=VERSION")  # logged when its child is reaped
+        assert len(helper.served()) == 1, helper.log()
         assert helper.stop() == 0
         wait_for(lambda: path.exists(), what="socket")  # the activator's, never unlinked
     srv.close()

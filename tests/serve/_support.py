@@ -98,11 +98,20 @@ class Helper:
         return [pid for pid in self.all_children() if comm(pid) == REQUEST]
 
     def all_children(self) -> list[int]:
-        try:
-            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
-        except FileNotFoundError:
-            return []
-        return [int(p) for p in text.split()]
+        """Every process whose parent is the helper, by /proc/<pid>/stat: a child stays
+        listed there until it is reaped (/proc/<pid>/task/<tid>/children may skip one that
+        is exiting)."""
+        found = []
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == self.pid:
+                found.append(int(entry.name))
+        return found
 
     def spares(self) -> list[int]:
         return [pid for pid in self.all_children() if comm(pid) == SPARE]
