@@ -124,9 +124,10 @@ class Ahead:
             return self.files.pop(path, None) is not None
         finally:
             os.close(fd)
-        try:  # read as read_subnet_file reads it: text mode, UTF-8, universal newlines
-            parsed = parse_subnet_file(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8",
-                                                        errors="strict").read(), path)
+        from cni.plugin.network import as_text
+
+        try:  # read as read_subnet_file reads it
+            parsed = parse_subnet_file(as_text(data), path)
         except (ValueError, CNIError):  # the child reads it and reports what is wrong
             return self.files.pop(path, None) is not None
         if path not in self.files and len(self.files) >= AHEAD_MAX_FILES:
@@ -800,7 +801,6 @@ def _parse_env(raw: bytes) -> dict[bytes, bytes]:
 
 def _execute(conn: socket.socket, req: _Request, report: int, ahead: Ahead) -> int:
     """Become the request's process, run it as the in-process path does, report the status."""
-    import io
 
     from cni.__main__ import run
 

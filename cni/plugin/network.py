@@ -53,10 +53,14 @@ known_boot_id: str | None = None
 
 
 # ---- loading ----------------------------------------------------------------------------
+def as_text(data: bytes) -> str:
+    """File bytes as text mode reads them: UTF-8 (strict), every line break a newline."""
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _read_text(path: str) -> str:
-    """A small file as text mode would read it (UTF-8, every line break made a newline),
-    with one open and reads to the end instead of Python's text ``open`` (several more
-    syscalls for its checks)."""
+    """A small file as text mode would read it (``as_text``), with one open and reads to
+    the end instead of Python's text ``open`` (several more syscalls for its checks)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         chunks = []
@@ -64,7 +68,7 @@ def _read_text(path: str) -> str:
             chunks.append(chunk)
     finally:
         os.close(fd)
-    return b"".join(chunks).decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    return as_text(b"".join(chunks))
 
 
 def read_subnet_file(path: str, required: bool) -> SubnetFile | None:
