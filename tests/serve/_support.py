@@ -79,10 +79,21 @@ class Helper:
 
     def served(self) -> list[tuple[str, str, str]]:
         """(command, container, outcome) of every request the helper logged, once every
-        child it has is reaped (it logs a request when it reaps its child)."""
+        child it has is reaped and logged."""
         if self.proc is not None and self.proc.poll() is None:
-            wait_for(lambda: self.children() == [], what="the helper's children reaped")
+            wait_for(lambda: self.children() == [] and self.idle(),
+                     what="the helper's children reaped and logged")
         return SERVED.findall(self.log())
+
+    def idle(self) -> bool:
+        """The helper asleep in its poll loop: a child it reaped has been logged by then
+        (it logs a request in the same turn of the loop as it reaps its child)."""
+        try:
+            state = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()[0]
+            wchan = Path(f"/proc/{self.pid}/wchan").read_text()
+        except OSError:
+            return True  # gone: nothing more will be logged
+        return state == "S" and "poll" in wchan
 
     def wait_log(self, pattern: str, timeout: float = 30.0) -> None:
         end = time.monotonic() + timeout
